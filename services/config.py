@@ -1,0 +1,31 @@
+"""Settings read from the environment (and a `.env` file), as CONTRACT §1 names them."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of a running onevoice; defaults are the contract's."""
+
+    model_config = SettingsConfigDict(env_prefix="ONEVOICE_", env_file=".env", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    database_url: str = "sqlite:///./onevoice.db"
+    group_id: str = "onevoice"
+    partitions: int = Field(6, ge=1)
+    decision_window_s: float = Field(172800, ge=0)
+    fallback_assignee: str = "kam-desk"
+    # Beyond the contract: operational tuning, all optional.
+    ops_interval_s: float = Field(10.0, gt=0)
+    metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port; 0 disables the endpoint")
+    max_batch: int = Field(2000, ge=1)
+    timer_interval_s: float = Field(0.5, gt=0)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
