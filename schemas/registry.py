@@ -1,0 +1,84 @@
+"""Event types, their data models and their topics (CONTRACT §3, §6)."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Mapping
+
+from pydantic import BaseModel
+
+from .accounts import AccountUpserted, TeamMemberAssigned, TeamMemberRemoved
+from .agreements import AgreementWithdrawn, ContractNegotiated, PriceAgreed, ServiceAgreed
+from .decisions import DecisionMade
+from .finance import DunningTriggered
+from .promotions import PromotionLaunched
+from .stock import StockShortage
+
+__all__ = [
+    "EVENT_MODELS",
+    "TOPIC_BY_TYPE",
+    "TYPES_BY_TOPIC",
+    "KEY_FIELD_BY_TOPIC",
+    "INPUT_TOPICS",
+    "OUTPUT_TOPICS",
+    "ALERTS_TOPIC",
+    "INSTRUCTIONS_TOPIC",
+    "DLQ_TOPIC",
+    "OPS_TOPIC",
+]
+
+ALERTS_TOPIC = "kam.alerts"
+INSTRUCTIONS_TOPIC = "kam.instructions"
+DLQ_TOPIC = "kam.dlq"
+OPS_TOPIC = "kam.ops"
+
+#: event ``type`` -> model of its ``data``
+EVENT_MODELS: dict[str, type[BaseModel]] = {
+    "account.upserted": AccountUpserted,
+    "team.member_assigned": TeamMemberAssigned,
+    "team.member_removed": TeamMemberRemoved,
+    "price.agreed": PriceAgreed,
+    "contract.negotiated": ContractNegotiated,
+    "service.agreed": ServiceAgreed,
+    "agreement.withdrawn": AgreementWithdrawn,
+    "promotion.launched": PromotionLaunched,
+    "stock.shortage": StockShortage,
+    "dunning.triggered": DunningTriggered,
+    "decision.made": DecisionMade,
+}
+
+#: event ``type`` -> input topic it is published to
+TOPIC_BY_TYPE: dict[str, str] = {
+    "account.upserted": "crm.accounts",
+    "team.member_assigned": "crm.accounts",
+    "team.member_removed": "crm.accounts",
+    "price.agreed": "erp.agreements",
+    "contract.negotiated": "erp.agreements",
+    "service.agreed": "erp.agreements",
+    "agreement.withdrawn": "erp.agreements",
+    "promotion.launched": "erp.promotions",
+    "stock.shortage": "erp.stock",
+    "dunning.triggered": "finance.dunning",
+    "decision.made": "kam.decisions",
+}
+
+#: input topic -> the ``data`` field producers use as the Kafka key
+KEY_FIELD_BY_TOPIC: dict[str, str] = {
+    "crm.accounts": "account_id",
+    "erp.agreements": "agreement_id",
+    "erp.promotions": "promotion_id",
+    "erp.stock": "item_id",
+    "finance.dunning": "account_id",
+    "kam.decisions": "alert_id",
+}
+
+INPUT_TOPICS: tuple[str, ...] = tuple(KEY_FIELD_BY_TOPIC)
+OUTPUT_TOPICS: tuple[str, ...] = (ALERTS_TOPIC, INSTRUCTIONS_TOPIC, DLQ_TOPIC, OPS_TOPIC)
+
+#: input topic -> event types carried on it, in table order
+TYPES_BY_TOPIC: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {topic: tuple(t for t, tp in TOPIC_BY_TYPE.items() if tp == topic) for topic in INPUT_TOPICS}
+)
+
+assert set(EVENT_MODELS) == set(TOPIC_BY_TYPE)
+assert set(TOPIC_BY_TYPE.values()) == set(INPUT_TOPICS)
