@@ -1,0 +1,79 @@
+"""Engines for the two supported stores and the few places where they differ.
+
+PostgreSQL is the production store (psycopg 3); SQLite is the embedded default. Both run
+the same SQLAlchemy Core statements; only upserts, locking and transaction start differ.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, make_url
+
+from services.store.tables import metadata
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for a plain SQLAlchemy URL (`sqlite:///…`, `postgresql://…`), with our own drivers."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        engine = create_engine(parsed.set(drivername="postgresql+psycopg"), pool_size=4, max_overflow=4,
+                               pool_pre_ping=True)
+    elif parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed.set(drivername="sqlite+pysqlite"),
+                               connect_args={"timeout": 30, "check_same_thread": False})
+        _serialise_sqlite_writers(engine)
+    else:
+        raise ValueError(f"unsupported database URL {url!r}: use sqlite:///… or postgresql://…")
+    return engine
+
+
+def _serialise_sqlite_writers(engine: Engine) -> None:
+    """SQLite has one writer; BEGIN IMMEDIATE takes the write lock up front so two processes queue, not fail."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_tables(engine: Engine) -> None:
+    """Create missing tables (idempotent, safe when several processes start at once)."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(4242)"))
+            metadata.create_all(conn)
+    else:
+        metadata.create_all(engine)
+
+
+def insert_stmt(conn: Connection, table):
+    """The dialect's INSERT, which knows ON CONFLICT."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def lock_keys(conn: Connection, keys: Iterable[str]) -> None:
+    """Serialise work on the same key accounts across processes until this transaction ends.
+
+    Keys are locked in sorted order so two processes never wait on each other in a cycle.
+    SQLite needs nothing: BEGIN IMMEDIATE already made this the only writer.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    for key in sorted(set(keys)):
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_id(key)})
+
+
+def _lock_id(key: str) -> int:
+    return zlib.crc32(key.encode()) + (1 << 32)
