@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import ConfigDict, model_validator
 
 from .base import InputModel
 from .types import Country, Currency, Id, Money, StrictDate, Text, Version
@@ -42,6 +42,17 @@ class _Agreement(InputModel):
 
 
 class _ScopedAgreement(_Agreement):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"scope": {"const": "local"}}, "required": ["scope"]},
+                    "then": {"properties": {"country": {"type": "string"}}, "required": ["country"]},
+                    "else": {"properties": {"country": {"type": "null"}}},
+                }
+            ]
+        }
+    )
     scope: Scope
     country: Country | None = None
 
@@ -72,6 +83,21 @@ class ContractNegotiated(_ScopedAgreement):
 
 class ServiceAgreed(_Agreement):
     """``service.agreed``"""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"charge": {"const": "paid"}}, "required": ["charge"]},
+                    "then": {
+                        "properties": {"price": {"type": "string"}, "currency": {"type": "string"}},
+                        "required": ["price", "currency"],
+                    },
+                    "else": {"properties": {"price": {"type": "null"}, "currency": {"type": "null"}}},
+                }
+            ]
+        }
+    )
 
     service_id: Id
     charge: Charge

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from .base import InputModel
 from .types import AwareDatetime, Id, Text
@@ -14,8 +14,6 @@ __all__ = ["CloudEvent"]
 
 class CloudEvent(InputModel):
     """Envelope of every input message. Extension attributes are ignored."""
-
-    model_config = ConfigDict(strict=True, frozen=True, extra="ignore", title="CloudEvent")
 
     specversion: Literal["1.0"]
     id: Id
