@@ -97,7 +97,10 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
 }
 
 
-def envelope(event_type: str, data: Any = None, **overrides: Any) -> dict[str, Any]:
+_SAMPLE: Any = object()
+
+
+def envelope(event_type: str, data: Any = _SAMPLE, **overrides: Any) -> dict[str, Any]:
     event = {
         "specversion": "1.0",
         "id": f"evt-{event_type}",
@@ -105,7 +108,7 @@ def envelope(event_type: str, data: Any = None, **overrides: Any) -> dict[str, A
         "type": event_type,
         "time": "2027-01-10T09:00:00Z",
         "subject": "ACME",
-        "data": copy.deepcopy(SAMPLE_DATA[event_type]) if data is None else data,
+        "data": copy.deepcopy(SAMPLE_DATA[event_type]) if data is _SAMPLE else data,
     }
     event.update(overrides)
     return event
