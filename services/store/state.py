@@ -269,6 +269,11 @@ class StateRepository:
         return self.conn.execute(select(t.alerts).where(
             c.rule == rule, c.ref_id == ref_id, c.status.not_in(list(CLOSED_STATUSES)))).all()
 
+    def open_alert_id(self, fingerprint: str) -> str | None:
+        c = t.alerts.c
+        return self.conn.execute(select(c.alert_id).where(
+            c.fingerprint == fingerprint, c.status.not_in(list(CLOSED_STATUSES)))).scalar()
+
     def alert(self, alert_id: str):
         return self.conn.execute(select(t.alerts).where(t.alerts.c.alert_id == alert_id)).first()
 

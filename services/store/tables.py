@@ -160,3 +160,15 @@ alerts = AlertRow.__table__
 shortages = ShortageRow.__table__
 outbox = OutboxRow.__table__
 counters = CounterRow.__table__
+
+
+class LeaseRow(SQLModel, table=True):
+    """A named lease that one process holds at a time (the outbox relay), taken over when it expires."""
+
+    __tablename__ = "leases"
+    name: str = Field(primary_key=True, max_length=64)
+    owner: str
+    expires_at: str
+
+
+leases = LeaseRow.__table__

@@ -1,0 +1,127 @@
+"""`onevoice run`: the consumer group member that feeds batches to the processor.
+
+Per fetched batch: one database transaction (the processor), then the Kafka offset commit.
+Beside it run the outbox relay, the escalation timer and the ops snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import uuid
+from datetime import datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from consumers.ops import OpsReporter
+from consumers.topics import ensure_topics
+from schemas.registry import INPUT_TOPICS
+from services.config import Settings
+from services.outbox import OutboxRelay
+from services.processor import InputRecord, Processor, utcnow
+from services.store.db import create_tables, make_engine
+from services.timers import EscalationTimer
+
+log = logging.getLogger("onevoice.service")
+MAX_FETCH_BYTES = 16 * 1024 * 1024
+
+
+def new_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Service:
+    """All of onevoice in one process; several processes with one group id share the work."""
+
+    def __init__(self, settings: Settings, *, clock=utcnow, instance: str | None = None):
+        self.settings = settings
+        self.clock = clock
+        self.instance = instance or new_instance_id()
+        self.stop = asyncio.Event()
+        self.engine = make_engine(settings.database_url)
+        self.processor = Processor(self.engine, settings, clock=clock, instance=self.instance)
+        self.timer = EscalationTimer(self.engine, settings, clock=clock, instance=self.instance)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.relay: OutboxRelay | None = None
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        await asyncio.to_thread(create_tables, self.engine)
+        await ensure_topics(self.settings.kafka_bootstrap, self.settings.partitions)
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, enable_idempotence=True,
+                                         acks="all", linger_ms=2, max_request_size=2 * 1024 * 1024)
+        self.consumer = AIOKafkaConsumer(
+            *INPUT_TOPICS, bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.settings.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_bytes=MAX_FETCH_BYTES,
+            max_partition_fetch_bytes=MAX_FETCH_BYTES // 4, client_id=self.instance)
+        await self.producer.start()
+        await self.consumer.start()
+        self.relay = OutboxRelay(self.engine, self.producer, instance=self.instance, clock=self.clock)
+        ops = OpsReporter(self, self.producer)
+        tasks = [asyncio.create_task(self.relay.run(self.stop), name="outbox-relay"),
+                 asyncio.create_task(self._escalate_forever(), name="escalation"),
+                 asyncio.create_task(ops.run(self.stop), name="ops")]
+        log.info("onevoice %s consuming %s as group %s", self.instance, ", ".join(INPUT_TOPICS),
+                 self.settings.group_id)
+        self.ready.set()
+        try:
+            await self._consume()
+        finally:
+            self.stop.set()
+            await self.consumer.stop()  # leave the group now, so a successor need not wait for a timeout
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.producer.stop()
+            self.engine.dispose()
+
+    async def _consume(self) -> None:
+        consumer = self.consumer
+        while not self.stop.is_set():
+            fetched = await consumer.getmany(timeout_ms=200, max_records=self.settings.max_batch)
+            records = [InputRecord(m.topic, m.partition, m.offset, m.key, m.value)
+                       for messages in fetched.values() for m in messages]
+            if not records:
+                continue
+            result = await asyncio.to_thread(self.processor.process, records)
+            if result.outputs:
+                self.relay.notify()
+            offsets = {tp: messages[-1].offset + 1 for tp, messages in fetched.items() if messages}
+            try:
+                await consumer.commit(offsets)
+            except (CommitFailedError, KafkaError) as exc:
+                # The partitions moved to another member; it will re-read them and skip what we applied.
+                log.warning("offset commit failed (%s); redelivered events will be recognised as duplicates", exc)
+
+    async def _escalate_forever(self) -> None:
+        while not self.stop.is_set():
+            try:
+                escalated = await asyncio.to_thread(self.timer.escalate_due)
+                if escalated:
+                    self.relay.notify()
+                    continue
+            except Exception:  # a database hiccup must not end the timers
+                log.exception("escalation round failed")
+            try:
+                await asyncio.wait_for(self.stop.wait(), self.settings.timer_interval_s)
+            except asyncio.TimeoutError:
+                pass
+
+    def request_stop(self) -> None:
+        self.stop.set()
+
+
+async def run_service(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT, then finish the batch in hand, commit, and leave the group."""
+    service = Service(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.request_stop)
+    await service.run()
+
+
+def now() -> datetime:
+    return utcnow()

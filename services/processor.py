@@ -1,0 +1,486 @@
+"""The service layer: one database transaction per fetched batch of input messages.
+
+Inside the transaction: decode, claim `(source, id)` (duplicates stop here), lock the key
+accounts the batch touches, apply the events to the versioned state, judge the key
+accounts that changed, apply decisions, and write every resulting alert, instruction and
+dead letter to the outbox. Only after it commits does the consumer commit its Kafka
+offsets, so an input is either fully applied or redelivered and recognised.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from schemas.decode import Event, InvalidMessage, decode_event
+from services.config import Settings
+from services.domain import CLOSED_STATUSES, DECIDING_ROLES, Finding, KeyAccountView, iso
+from services.rules.agreements import CONFLICT_RULES, evaluate_key_account
+from services.rules.exceptions import allocate, is_shortage, judge_dunning, stock_findings
+from services.store import tables as t
+from services.store.db import insert_stmt, lock_keys
+from services.store.state import StateRepository, dumps
+
+log = logging.getLogger("onevoice.processor")
+ALERT_NAMESPACE = uuid.UUID("6f1c1a52-6a3e-4f4e-9a51-0c0ffee0a1e7")
+DLQ_RAW_LIMIT = 256 * 1024
+AGREEMENT_KINDS = {"price.agreed": "price", "contract.negotiated": "contract", "service.agreed": "service"}
+DUE_SEVERITIES = frozenset({"high", "critical"})
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One Kafka message as the consumer fetched it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class BatchResult:
+    processed: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    dead_letters: int = 0
+    unknown_accounts: int = 0
+    outputs: int = 0
+
+    def counters(self) -> dict[str, int]:
+        return {k: v for k, v in self.__dict__.items() if k != "outputs"}
+
+
+@dataclass
+class _Batch:
+    """What one transaction has done so far: outputs to write and key accounts to judge."""
+
+    repo: StateRepository
+    now: datetime
+    result: BatchResult = field(default_factory=BatchResult)
+    outbox: list[dict] = field(default_factory=list)
+    dirty: dict[str, str] = field(default_factory=dict)  # key account -> caused_by
+    locked: set[str] = field(default_factory=set)
+
+    @property
+    def now_iso(self) -> str:
+        return iso(self.now)
+
+    def touch(self, root_id: str | None, caused_by: str) -> None:
+        if root_id is not None:
+            self.dirty[root_id] = caused_by
+
+    def emit(self, topic: str, key: str | None, value: dict) -> None:
+        self.outbox.append({"topic": topic, "key": key, "value": dumps(value), "created_at": self.now_iso})
+
+
+class Processor:
+    """Applies batches of input records to the store; safe to run in several processes at once."""
+
+    def __init__(self, engine: Engine, settings: Settings, *, clock: Callable[[], datetime] = utcnow,
+                 instance: str = "local"):
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.instance = instance
+
+    def process(self, records: list[InputRecord]) -> BatchResult:
+        """Apply a batch exactly once; retried whole on deadlocks and lost races."""
+        for attempt in range(8):
+            try:
+                with self.engine.begin() as conn:
+                    batch = _Batch(StateRepository(conn), self.clock())
+                    self._apply(batch, records)
+                    self._write(batch)
+                    return batch.result
+            except (IntegrityError, DBAPIError) as exc:
+                if not _retryable(exc) or attempt == 7:
+                    raise
+                log.info("batch retried after %s", type(exc.orig).__name__ if hasattr(exc, "orig") else exc)
+                time.sleep(0.02 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    # -- the transaction ------------------------------------------------------------------
+
+    def _apply(self, batch: _Batch, records: list[InputRecord]) -> None:
+        decoded: list[tuple[InputRecord, Event | InvalidMessage]] = []
+        for record in records:
+            try:
+                decoded.append((record, decode_event(record.value)))
+            except InvalidMessage as exc:
+                decoded.append((record, exc))
+        fresh = self._claim(batch, decoded)
+        batch.result.duplicates = len(decoded) - len(fresh)
+        batch.result.processed = len(fresh)
+        self._lock_touched(batch, [item for _, item in fresh if isinstance(item, Event)])
+        decisions = []
+        for record, item in fresh:
+            if isinstance(item, InvalidMessage):
+                self._dead_letter(batch, record, item.code, item.message)
+            elif item.type == "decision.made":
+                decisions.append((record, item))
+            else:
+                self._apply_event(batch, record, item)
+        self._judge_key_accounts(batch)
+        for record, event in decisions:
+            self._decide(batch, record, event)
+
+    def _claim(self, batch: _Batch, decoded):
+        """Record every input as seen; return those not seen before (first occurrence in the batch wins)."""
+        keys = []
+        for record, item in decoded:
+            if isinstance(item, Event):
+                keys.append((item.source, item.id))
+            else:
+                keys.append((f"kafka:{record.topic}:{record.partition}", str(record.offset)))
+        unique = list(dict.fromkeys(keys))
+        conn = batch.repo.conn
+        stmt = insert_stmt(conn, t.processed_events).on_conflict_do_nothing().returning(
+            t.processed_events.c.source, t.processed_events.c.event_id)
+        claimed: set[tuple[str, str]] = set()
+        for start in range(0, len(unique), 1000):
+            rows = conn.execute(stmt, [{"source": s, "event_id": i} for s, i in unique[start:start + 1000]])
+            claimed.update((r.source, r.event_id) for r in rows)
+        fresh = []
+        for key, pair in zip(keys, decoded):
+            if key in claimed:
+                claimed.discard(key)
+                fresh.append(pair)
+        return fresh
+
+    def _lock_touched(self, batch: _Batch, events: list[Event]) -> None:
+        """Lock, in sorted order, every key account (and stock item) the batch is going to change."""
+        if batch.repo.conn.dialect.name != "postgresql" or not events:
+            return
+        repo = batch.repo
+        account_ids, agreement_ids, alert_ids, keys = set(), set(), set(), set()
+        for event in events:
+            data = event.data
+            for name in ("account_id", "parent_id"):
+                if getattr(data, name, None):
+                    account_ids.add(getattr(data, name))
+            if event.type in AGREEMENT_KINDS or event.type == "agreement.withdrawn":
+                agreement_ids.add(data.agreement_id)
+            elif event.type == "stock.shortage":
+                keys.add(f"item:{data.item_id}")
+                account_ids.update(o.account_id for o in data.orders)
+            elif event.type == "decision.made":
+                alert_ids.add(data.alert_id)
+            elif event.type == "promotion.launched":
+                keys.update(repo.roots_with_global_price(data.product_id, repo.accounts_in_country_roots(data.country)))
+        previous = repo.agreements_rows(agreement_ids)
+        account_ids.update(r.account_id for r in previous.values() if r.account_id)
+        known = repo.accounts(account_ids)
+        keys.update(a.root_id for a in known.values())
+        keys.update(account_ids - set(known))
+        keys.update(repo.alerts_key_accounts(alert_ids).values())
+        lock_keys(repo.conn, keys)
+        batch.locked.update(keys)
+        repo._accounts.clear()  # what we read before holding the locks may be stale
+
+    def _write(self, batch: _Batch) -> None:
+        conn = batch.repo.conn
+        if batch.outbox:
+            conn.execute(t.outbox.insert(), batch.outbox)
+        batch.result.outputs = len(batch.outbox)
+        counts = {k: v for k, v in batch.result.counters().items() if v}
+        if counts:
+            stmt = insert_stmt(conn, t.counters)
+            stmt = stmt.on_conflict_do_update(index_elements=["instance", "name"],
+                                              set_={"value": t.counters.c.value + stmt.excluded.value})
+            conn.execute(stmt, [{"instance": self.instance, "name": k, "value": v} for k, v in counts.items()])
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _apply_event(self, batch: _Batch, record: InputRecord, event: Event) -> None:
+        handler = getattr(self, "_on_" + event.type.replace(".", "_"))
+        handler(batch, record, event)
+
+    def _on_account_upserted(self, batch: _Batch, record: InputRecord, event: Event) -> None:
+        repo, data = batch.repo, event.data
+        stamp = (iso(event.time), event.id)
+        current = repo.account_stamp(data.account_id)
+        if current is not None and current >= stamp:
+            batch.result.stale += 1
+            return
+        if data.parent_id is not None and repo.ancestors_reach(data.parent_id, data.account_id):
+            self._dead_letter(batch, record, "invalid_data",
+                              f"parent_id {data.parent_id!r} would make {data.account_id!r} its own ancestor")
+            return
+        previous = repo.account(data.account_id)
+        repo.upsert_account(data, *stamp)
+        old_roots = repo.reroot(data.account_id)
+        for root in {previous.root_id if previous else None, *old_roots.values(), repo.root_of(data.account_id)}:
+            batch.touch(root, _ref(event))
+
+    def _on_team_member_assigned(self, batch: _Batch, record: InputRecord, event: Event, present: bool = True) -> None:
+        repo, data = batch.repo, event.data
+        stamp = (iso(event.time), event.id)
+        current = repo.team_stamp(data.account_id, data.person_id, data.role)
+        if current is not None and current >= stamp:
+            batch.result.stale += 1
+            return
+        if repo.account(data.account_id) is None:
+            batch.result.unknown_accounts += 1
+        repo.put_team_member(data, present, *stamp)
+        batch.touch(repo.root_of(data.account_id), _ref(event))
+
+    def _on_team_member_removed(self, batch: _Batch, record: InputRecord, event: Event) -> None:
+        self._on_team_member_assigned(batch, record, event, present=False)
+
+    def _on_price_agreed(self, batch: _Batch, record: InputRecord, event: Event) -> None:
+        repo, data = batch.repo, event.data
+        previous = repo.agreement(data.agreement_id)
+        if previous is not None and previous.version >= data.version:
+            batch.result.stale += 1
+            return
+        values = {name: getattr(data, name, None) for name in (
+            "agreement_id", "version", "account_id", "agreed_by", "scope", "country", "product_id", "currency",
+            "contract_type", "status", "service_id", "charge")}
+        values.update(kind=AGREEMENT_KINDS[event.type], valid_from=_day(data.valid_from),
+                      valid_to=_day(getattr(data, "valid_to", None)),
+                      price=None if getattr(data, "price", None) is None else str(data.price))
+        repo.put_agreement(values)
+        if repo.account(data.account_id) is None:
+            batch.result.unknown_accounts += 1
+        batch.touch(repo.root_of(data.account_id), _ref(event))
+        if previous is not None:
+            batch.touch(repo.root_of(previous.account_id), _ref(event))
+
+    _on_contract_negotiated = _on_price_agreed
+    _on_service_agreed = _on_price_agreed
+
+    def _on_agreement_withdrawn(self, batch: _Batch, record: InputRecord, event: Event) -> None:
+        repo, data = batch.repo, event.data
+        previous = repo.agreement(data.agreement_id)
+        if previous is not None and previous.version >= data.version:
+            batch.result.stale += 1
+            return
+        values = dict(previous._mapping) if previous is not None else {"agreement_id": data.agreement_id}
+        values.update(version=data.version, kind="withdrawal")
+        repo.put_agreement(values)
+        if previous is not None:
+            batch.touch(repo.root_of(previous.account_id), _ref(event))
+
+    def _on_promotion_launched(self, batch: _Batch, record: InputRecord, event: Event) -> None:
+        repo, data = batch.repo, event.data
+        stamp = (iso(event.time), event.id)
+        current = repo.promotion_stamp(data.promotion_id)
+        if current is not None and current >= stamp:
+            batch.result.stale += 1
+            return
+        old = repo.conn.execute(t.promotions.select().where(t.promotions.c.promotion_id == data.promotion_id)).first()
+        repo.put_promotion(dict(
+            promotion_id=data.promotion_id, country=data.country, product_id=data.product_id, price=str(data.price),
+            currency=data.currency, valid_from=_day(data.valid_from), valid_to=_day(data.valid_to),
+            audience=data.audience, launched_by=data.launched_by, event_time=stamp[0], event_id=stamp[1]))
+        for country, product in {(data.country, data.product_id), *([(old.country, old.product_id)] if old else [])}:
+            for root in repo.roots_with_global_price(product, repo.accounts_in_country_roots(country)):
+                batch.touch(root, _ref(event))
+
+    def _on_dunning_triggered(self, batch: _Batch, record: InputRecord, event: Event) -> None:
+        repo, data = batch.repo, event.data
+        account = repo.account(data.account_id)
+        if account is None:
+            batch.result.unknown_accounts += 1
+        key_account = repo.key_account_of(data.account_id)
+        team = repo.teams([key_account.account_id])[key_account.account_id] if key_account else None
+        outcome = judge_dunning(data, account, key_account, team, self.settings.fallback_assignee)
+        alert_id = None
+        if outcome.finding is not None:
+            alert_id = self._open_alert(batch, outcome.finding, _ref(event), ref_id=data.dunning_id,
+                                        awaiting_decision=outcome.action == "hold")
+        self._instruct(batch, kind="dunning", ref_id=data.dunning_id, action=outcome.action,
+                       account_id=data.account_id, key_account_id=key_account and key_account.account_id,
+                       reason=outcome.reason, alert_id=alert_id, caused_by=_ref(event))
+
+    def _on_stock_shortage(self, batch: _Batch, record: InputRecord, event: Event) -> None:
+        repo, data = batch.repo, event.data
+        if not is_shortage(data):
+            return
+        key_account_of_order = {}
+        for order in data.orders:
+            key_account = repo.key_account_of(order.account_id)
+            if key_account is not None:
+                key_account_of_order[order.order_id] = key_account
+        tiers = {order_id: ka.tier for order_id, ka in key_account_of_order.items()}
+        allocation = allocate(data.orders, data.available_qty, tiers)
+        self._instruct(batch, kind="allocation", ref_id=data.item_id, action="allocate", account_id=None,
+                       key_account_id=None, allocation=[{"order_id": o, "qty": q} for o, q in allocation],
+                       reason=f"{data.available_qty} available for {sum(o.qty for o in data.orders)} ordered; "
+                              f"ranked by key-account tier, then order time", caused_by=_ref(event))
+        stamp = (iso(event.time), event.id)
+        current = repo.shortage_stamp(data.item_id)
+        if current is not None and current >= stamp:
+            batch.result.stale += 1
+            return
+        repo.put_shortage(data.item_id, *stamp)
+        for old in repo.open_alerts_for("scarce_stock_allocation", data.item_id):
+            self._change_status(batch, old, "resolved", _ref(event))
+        teams = repo.teams({ka.account_id for ka in key_account_of_order.values()})
+        for finding in stock_findings(data, allocation, key_account_of_order, teams, self.settings.fallback_assignee):
+            self._open_alert(batch, finding, _ref(event), ref_id=data.item_id)
+
+    # -- conflicts ------------------------------------------------------------------------
+
+    def _judge_key_accounts(self, batch: _Batch) -> None:
+        """Re-evaluate every key account the batch changed and reconcile its conflict alerts."""
+        if not batch.dirty:
+            return
+        repo = batch.repo
+        missing = set(batch.dirty) - batch.locked
+        if missing and repo.conn.dialect.name == "postgresql":
+            lock_keys(repo.conn, missing)
+            batch.locked.update(missing)
+            repo._accounts.clear()
+        roots = sorted(batch.dirty)
+        accounts_by_root, agreements_by_root, promotions_by_pair = repo.views_material(roots)
+        teams = repo.teams(roots)
+        existing = repo.conflict_alerts(roots, CONFLICT_RULES)
+        today = batch.now.date()
+        for root in roots:
+            caused_by = batch.dirty[root]
+            members = accounts_by_root.get(root, {})
+            findings: list[Finding] = []
+            key_account = members.get(root)
+            if key_account is not None and key_account.tier != "none":
+                promotions = tuple(p for (country, _), ps in promotions_by_pair.items() if country in
+                                   {a.country for a in members.values()} for p in ps)
+                view = KeyAccountView(key_account, members, teams[root], tuple(agreements_by_root.get(root, [])),
+                                      promotions)
+                findings = evaluate_key_account(view, today, self.settings.fallback_assignee)
+            self._reconcile(batch, existing.get(root, []), findings, caused_by)
+
+    def _reconcile(self, batch: _Batch, existing, findings: list[Finding], caused_by: str) -> None:
+        open_by_fingerprint = {a.fingerprint: a for a in existing if a.status not in CLOSED_STATUSES}
+        decided = {(a.fingerprint, a.versions) for a in existing if a.closed_by_decision}
+        holding = set()
+        for finding in findings:
+            holding.add(finding.fingerprint)
+            if finding.fingerprint in open_by_fingerprint or (finding.fingerprint, finding.versions) in decided:
+                continue
+            self._open_alert(batch, finding, caused_by)
+        for fingerprint, alert in open_by_fingerprint.items():
+            if fingerprint not in holding:
+                self._change_status(batch, alert, "resolved", caused_by)
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def _decide(self, batch: _Batch, record: InputRecord, event: Event) -> None:
+        repo, data = batch.repo, event.data
+        alert = repo.alert(data.alert_id)
+        if alert is None:
+            return self._dead_letter(batch, record, "unknown_alert", f"no alert {data.alert_id!r}")
+        team = repo.teams([alert.key_account_id])[alert.key_account_id]
+        if not any(m.role in DECIDING_ROLES for m in team.roles_of(data.decided_by)):
+            return self._dead_letter(batch, record, "unauthorized_decision",
+                                     f"{data.decided_by!r} is not a KAM, senior KAM or executive sponsor "
+                                     f"of {alert.key_account_id}")
+        if alert.status in CLOSED_STATUSES:
+            return self._dead_letter(batch, record, "invalid_decision", f"alert {alert.alert_id} is already {alert.status}")
+        is_dunning = alert.rule == "key_account_dunning"
+        if data.decision in ("release", "proceed") and not is_dunning:
+            return self._dead_letter(batch, record, "invalid_decision",
+                                     f"{data.decision!r} applies to dunning alerts only, not {alert.rule}")
+        status = {"acknowledge": "acknowledged", "resolve": "resolved", "waive": "waived"}.get(data.decision, "resolved")
+        extra = {"closed_by_decision": status in CLOSED_STATUSES}
+        if data.decision in ("release", "proceed"):
+            extra["awaiting_decision"] = False
+        self._change_status(batch, alert, status, _ref(event), **extra)
+        if data.decision in ("release", "proceed"):
+            self._instruct(batch, kind="dunning", ref_id=alert.ref_id, action=data.decision,
+                           account_id=alert.account_id, key_account_id=alert.key_account_id,
+                           reason=f"decided by {data.decided_by}" + (f": {data.comment}" if data.comment else ""),
+                           alert_id=alert.alert_id, decided_by=data.decided_by, caused_by=_ref(event))
+
+    # -- outputs --------------------------------------------------------------------------
+
+    def _open_alert(self, batch: _Batch, finding: Finding, caused_by: str, *, ref_id: str | None = None,
+                    awaiting_decision: bool = False) -> str | None:
+        if ref_id is not None and batch.repo.open_alert_id(finding.fingerprint) is not None:
+            return None  # one open alert per fingerprint: a repeated dunning or shortage adds none
+        alert_id = str(uuid.uuid5(ALERT_NAMESPACE, f"{finding.fingerprint}#{caused_by}"))
+        due = None
+        if finding.severity in DUE_SEVERITIES:
+            due = iso(batch.now + timedelta(seconds=self.settings.decision_window_s))
+        row = dict(
+            alert_id=alert_id, fingerprint=finding.fingerprint, rule=finding.rule, severity=finding.severity,
+            status="open", key_account_id=finding.key_account_id, account_id=finding.account_id, title=finding.title,
+            detail=finding.detail, evidence=dumps(list(finding.evidence)), assignee=finding.assignee,
+            recipients=dumps(list(finding.recipients)), due_at=due, caused_by=caused_by, created_at=batch.now_iso,
+            updated_at=batch.now_iso, data=dumps(finding.data), versions=finding.versions,
+            awaiting_decision=awaiting_decision, ref_id=ref_id)
+        batch.repo.insert_alert(row)
+        batch.emit("kam.alerts", finding.assignee, alert_message(row))
+        return alert_id
+
+    def _change_status(self, batch: _Batch, alert, status: str, caused_by: str, **extra) -> None:
+        row = dict(alert._mapping)
+        row.update(status=status, updated_at=batch.now_iso, caused_by=caused_by, **extra)
+        batch.repo.update_alert(alert.alert_id, status=status, updated_at=row["updated_at"], caused_by=caused_by,
+                                **extra)
+        batch.emit("kam.alerts", row["assignee"], alert_message(row))
+
+    def _instruct(self, batch: _Batch, *, kind: str, ref_id: str, action: str, account_id: str | None,
+                  key_account_id: str | None, reason: str, caused_by: str, alert_id: str | None = None,
+                  allocation: list | None = None, decided_by: str | None = None) -> None:
+        instruction_id = str(uuid.uuid5(ALERT_NAMESPACE, f"instruction:{ref_id}:{action}:{caused_by}"))
+        batch.emit("kam.instructions", ref_id, {
+            "instruction_id": instruction_id, "kind": kind, "ref_id": ref_id, "action": action,
+            "account_id": account_id, "key_account_id": key_account_id, "allocation": allocation, "reason": reason,
+            "alert_id": alert_id, "decided_by": decided_by, "created_at": batch.now_iso})
+
+    def _dead_letter(self, batch: _Batch, record: InputRecord, code: str, message: str) -> None:
+        batch.result.dead_letters += 1
+        raw = record.value or b""
+        truncated = len(raw) > DLQ_RAW_LIMIT
+        key = record.key.decode("utf-8", "replace") if record.key is not None else None
+        letter = {"topic": record.topic, "partition": record.partition, "offset": record.offset, "key": key,
+                  "raw": raw[:DLQ_RAW_LIMIT].decode("utf-8", "replace") if record.value is not None else None,
+                  "error": {"code": code, "message": message}, "received_at": batch.now_iso}
+        if truncated:
+            letter["raw_truncated"] = True
+            letter["raw_bytes"] = len(raw)
+        batch.emit("kam.dlq", key, letter)
+
+
+def alert_message(row: dict) -> dict:
+    """The kam.alerts message of CONTRACT §6 for an alert row."""
+    import json
+
+    return {
+        "alert_id": row["alert_id"], "fingerprint": row["fingerprint"], "rule": row["rule"],
+        "severity": row["severity"], "status": row["status"], "key_account_id": row["key_account_id"],
+        "account_id": row["account_id"], "title": row["title"], "detail": row["detail"],
+        "evidence": json.loads(row["evidence"]), "assignee": row["assignee"],
+        "recipients": json.loads(row["recipients"]), "due_at": row["due_at"], "caused_by": row["caused_by"],
+        "created_at": row["created_at"], "updated_at": row["updated_at"], "data": json.loads(row["data"]),
+    }
+
+
+def _ref(event: Event) -> str:
+    return f"{event.source}/{event.id}"
+
+
+def _day(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _retryable(exc: Exception) -> bool:
+    """Deadlocks, serialization failures and unique-key races are retried; anything else is a bug."""
+    if isinstance(exc, IntegrityError):
+        return True
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return code in {"40001", "40P01"} or "database is locked" in str(exc)

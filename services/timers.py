@@ -1,0 +1,67 @@
+"""Durable escalation: alerts nobody decided in time are re-published to the next person up.
+
+Timers are rows (`alerts.due_at`), not in-memory callbacks, so they survive restarts; the
+key-account lock plus the `escalated` flag make every alert escalate exactly once even
+when several processes look at the same due alerts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Engine, and_, or_, select
+
+from services.config import Settings
+from services.domain import iso
+from services.processor import alert_message, utcnow
+from services.routing import escalation_target
+from services.store import tables as t
+from services.store.db import insert_stmt, lock_keys
+from services.store.state import StateRepository, dumps
+
+
+def _due(now_iso: str):
+    c = t.alerts.c
+    return and_(c.escalated == False, c.due_at.is_not(None), c.due_at <= now_iso,  # noqa: E712
+                or_(c.status == "open", and_(c.awaiting_decision == True, c.status == "acknowledged")))  # noqa: E712
+
+
+class EscalationTimer:
+    def __init__(self, engine: Engine, settings: Settings, *, clock: Callable[[], datetime] = utcnow,
+                 instance: str = "local"):
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.instance = instance
+
+    def escalate_due(self, limit: int = 500) -> int:
+        """Escalate every alert due by now; returns how many this call escalated."""
+        now = self.clock()
+        now_iso = iso(now)
+        with self.engine.begin() as conn:
+            candidates = conn.execute(select(t.alerts.c.alert_id, t.alerts.c.key_account_id)
+                                      .where(_due(now_iso)).limit(limit)).all()
+            if not candidates:
+                return 0
+            lock_keys(conn, {c.key_account_id for c in candidates})
+            rows = conn.execute(select(t.alerts).where(
+                t.alerts.c.alert_id.in_([c.alert_id for c in candidates]), _due(now_iso))).all()
+            repo = StateRepository(conn)
+            teams = repo.teams({r.key_account_id for r in rows})
+            outbox = []
+            for row in rows:
+                target = escalation_target(teams[row.key_account_id], row.assignee, self.settings.fallback_assignee)
+                values = dict(row._mapping, status="escalated", escalated=True, assignee=target, updated_at=now_iso,
+                              caused_by=f"onevoice/escalation/{row.alert_id}")
+                repo.update_alert(row.alert_id, status="escalated", escalated=True, assignee=target,
+                                  updated_at=now_iso, caused_by=values["caused_by"])
+                outbox.append({"topic": "kam.alerts", "key": target, "value": dumps(alert_message(values)),
+                               "created_at": now_iso})
+            if outbox:
+                conn.execute(t.outbox.insert(), outbox)
+                stmt = insert_stmt(conn, t.counters)
+                conn.execute(stmt.on_conflict_do_update(
+                    index_elements=["instance", "name"], set_={"value": t.counters.c.value + stmt.excluded.value}),
+                    [{"instance": self.instance, "name": "escalations", "value": len(outbox)}])
+            return len(outbox)

@@ -1,0 +1,65 @@
+"""Drive a shared scenario straight through the processor and timer (no Kafka): fast rule checks."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select
+
+from services.config import Settings
+from services.processor import InputRecord, Processor
+from services.scenarios import decision_event, message_bytes, summarise
+from services.store import tables as t
+from services.store.db import create_tables, make_engine
+from services.timers import EscalationTimer
+
+
+class Clock:
+    def __init__(self):
+        self.now = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
+
+    def __call__(self):
+        return self.now
+
+
+def run_in_process(scenario: dict, database_url: str) -> dict:
+    window = scenario.get("window_s") or 172800
+    settings = Settings(database_url=database_url, decision_window_s=window)
+    engine = make_engine(database_url)
+    create_tables(engine)
+    clock = Clock()
+    processor = Processor(engine, settings, clock=clock)
+    timer = EscalationTimer(engine, settings, clock=clock)
+    offsets: dict[str, int] = {}
+    seen = 0
+
+    def outputs():
+        with engine.connect() as conn:
+            rows = conn.execute(select(t.outbox).order_by(t.outbox.c.id)).all()
+        return [(r.topic, json.loads(r.value)) for r in rows]
+
+    def record(topic, key, value):
+        offset = offsets.get(topic, 0)
+        offsets[topic] = offset + 1
+        return InputRecord(topic, 0, offset, key, value)
+
+    for index, step in enumerate(scenario["steps"]):
+        clock.now += timedelta(seconds=1)
+        if "publish" in step:
+            processor.process([record(*message_bytes(entry)) for entry in step["publish"]])
+        elif "decide" in step:
+            decide = step["decide"]
+            alert_ids = [v["alert_id"] for topic, v in outputs()
+                         if topic == "kam.alerts" and v["fingerprint"] == decide["fingerprint"]]
+            alert_id = alert_ids[-1] if alert_ids else f"unknown-{index}"
+            event = decision_event(scenario["name"], index, alert_id, decide)
+            processor.process([record("kam.decisions", alert_id.encode(), json.dumps(event).encode())])
+        elif step.get("advance"):
+            clock.now += timedelta(seconds=window + 1)
+            timer.escalate_due()
+    result = outputs()
+    engine.dispose()
+    return summarise([v for tp, v in result if tp == "kam.alerts"],
+                     [v for tp, v in result if tp == "kam.instructions"],
+                     [v for tp, v in result if tp == "kam.dlq"])
