@@ -1,0 +1,199 @@
+"""Property tests: decode_event never fails except with InvalidMessage; valid events round-trip."""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas import EVENT_MODELS, Event, InvalidMessage, decode_event
+from schemas.export import ENVELOPE_MODELS
+
+from .schema_samples import SAMPLE_DATA, encode, envelope
+
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _decode_or_invalid(value):
+    try:
+        result = decode_event(value)
+    except InvalidMessage as exc:
+        assert exc.code in {"invalid_json", "invalid_envelope", "unknown_type", "invalid_data", "too_large"}
+        assert isinstance(exc.message, str) and exc.message
+        return None
+    assert isinstance(result, Event)
+    return result
+
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=30,
+)
+
+
+@FUZZ
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes(value):
+    _decode_or_invalid(value)
+
+
+@FUZZ
+@given(json_values)
+def test_arbitrary_json(value):
+    _decode_or_invalid(json.dumps(value).encode())
+
+
+@FUZZ
+@given(st.sampled_from(sorted(EVENT_MODELS)), st.data())
+def test_valid_event_with_one_field_replaced(event_type, data):
+    event = envelope(event_type)
+    where = data.draw(st.sampled_from(["envelope", "data"]))
+    target = event if where == "envelope" else event["data"]
+    field = data.draw(st.sampled_from(sorted(target)))
+    target[field] = data.draw(json_values)
+    _decode_or_invalid(encode(event))
+
+
+@FUZZ
+@given(st.sampled_from(sorted(EVENT_MODELS)), st.integers(min_value=0), st.binary(min_size=1, max_size=4))
+def test_valid_event_with_bytes_spliced_in(event_type, position, chunk):
+    value = bytearray(encode(envelope(event_type)))
+    position %= len(value)
+    value[position : position + len(chunk)] = chunk
+    _decode_or_invalid(bytes(value))
+
+
+# --- generated valid events round-trip ----------------------------------------------------
+
+ids = st.text(alphabet=string.ascii_letters + string.digits + "-_/.:é", min_size=1, max_size=128)
+money = st.decimals(min_value=0, max_value=Decimal("1e12"), places=2, allow_nan=False, allow_infinity=False).map(
+    lambda d: format(d, "f")
+)
+currency = st.text(alphabet=string.ascii_uppercase, min_size=3, max_size=3)
+country = st.text(alphabet=string.ascii_uppercase, min_size=2, max_size=2)
+dates = st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 12, 31))
+offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+datetimes = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=offsets).map(
+    lambda d: d.isoformat()
+)
+positive = st.integers(min_value=1, max_value=2**63 - 1)
+
+
+@st.composite
+def validity(draw, required_to=False):
+    start = draw(dates)
+    end = draw(st.one_of(st.just(None), dates)) if not required_to else draw(dates)
+    if end is not None and end < start:
+        start, end = end, start
+    return start.isoformat(), None if end is None else end.isoformat()
+
+
+@st.composite
+def price_agreed(draw):
+    scope = draw(st.sampled_from(["global", "local"]))
+    valid_from, valid_to = draw(validity())
+    return {
+        "agreement_id": draw(ids),
+        "version": draw(positive),
+        "account_id": draw(ids),
+        "scope": scope,
+        "country": draw(country) if scope == "local" else None,
+        "product_id": draw(ids),
+        "price": draw(money),
+        "currency": draw(currency),
+        "valid_from": valid_from,
+        "valid_to": valid_to,
+        "agreed_by": draw(ids),
+    }
+
+
+@st.composite
+def service_agreed(draw):
+    charge = draw(st.sampled_from(["paid", "free"]))
+    valid_from, valid_to = draw(validity())
+    return {
+        "agreement_id": draw(ids),
+        "version": draw(positive),
+        "account_id": draw(ids),
+        "service_id": draw(ids),
+        "charge": charge,
+        "price": draw(money) if charge == "paid" else None,
+        "currency": draw(currency) if charge == "paid" else None,
+        "valid_from": valid_from,
+        "valid_to": valid_to,
+        "agreed_by": draw(ids),
+    }
+
+
+@st.composite
+def stock_shortage(draw):
+    order_ids = draw(st.lists(ids, unique=True, max_size=6))
+    return {
+        "item_id": draw(ids),
+        "available_qty": draw(st.integers(min_value=0, max_value=10**6)),
+        "orders": [
+            {"order_id": o, "account_id": draw(ids), "qty": draw(positive), "ordered_at": draw(datetimes)}
+            for o in order_ids
+        ],
+    }
+
+
+@st.composite
+def dunning(draw):
+    return {
+        "dunning_id": draw(ids),
+        "account_id": draw(ids),
+        "invoice_id": draw(ids),
+        "level": draw(st.integers(min_value=1, max_value=4)),
+        "amount": draw(money),
+        "currency": draw(currency),
+        "due_date": draw(dates).isoformat(),
+        "proposed_action": draw(st.sampled_from(["reminder", "delivery_block", "collection"])),
+    }
+
+
+@st.composite
+def promotion(draw):
+    valid_from, valid_to = draw(validity(required_to=True))
+    return dict(
+        SAMPLE_DATA["promotion.launched"],
+        promotion_id=draw(ids),
+        country=draw(country),
+        price=draw(money),
+        valid_from=valid_from,
+        valid_to=valid_to,
+        audience=draw(st.sampled_from(["all_customers", "segment"])),
+    )
+
+
+GENERATED = st.one_of(
+    price_agreed().map(lambda d: ("price.agreed", d)),
+    service_agreed().map(lambda d: ("service.agreed", d)),
+    stock_shortage().map(lambda d: ("stock.shortage", d)),
+    dunning().map(lambda d: ("dunning.triggered", d)),
+    promotion().map(lambda d: ("promotion.launched", d)),
+)
+
+
+@FUZZ
+@given(GENERATED, ids, ids, datetimes)
+def test_generated_valid_events_round_trip(typed, event_id, source, time):
+    event_type, data = typed
+    value = encode(envelope(event_type, data, id=event_id, source=source, time=time))
+    event = decode_event(value)
+    assert event.key == (source, event_id)
+    assert event.time == datetime.fromisoformat(time)
+    assert event.time.tzinfo is timezone.utc
+    # JSON form of the typed data decodes to an equal model
+    again = decode_event(encode(envelope(event_type, event.data.model_dump(mode="json"), time=time)))
+    assert again.data == event.data
+    # the full typed envelope of export.ENVELOPE_MODELS validates the same message
+    typed_model = ENVELOPE_MODELS[event_type].model_validate(json.loads(value))
+    assert typed_model.data == event.data
