@@ -1,0 +1,126 @@
+"""The `onevoice` command line (CONTRACT §1): broker, run, replay, demo, schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from services.cli_broker import broker_app
+from services.config import Settings
+
+app = typer.Typer(
+    name="onevoice",
+    help="onevoice keeps a key-account team speaking with one consistent message to the customer: it consumes "
+         "ERP/CRM/finance events from Kafka, flags contradicting agreements and routes key-account exceptions "
+         "to the responsible KAM. Configuration comes from ONEVOICE_* environment variables (or .env).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(broker_app, name="broker")
+console = Console()
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+@app.command()
+def run(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    """Run the whole service (consumers, outbox relay, escalation timers, ops stream) until SIGTERM/SIGINT.
+
+    Creates missing topics and tables at start. Start several with the same ONEVOICE_GROUP_ID and
+    ONEVOICE_DATABASE_URL to share the work.
+    """
+    from consumers.service import run_service
+
+    _logging(verbose)
+    asyncio.run(run_service(Settings()))
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="JSON-lines file, one CloudEvent per line.", exists=True, dir_okay=False)],
+    topic: Annotated[str | None, typer.Option(help="Publish every line to this topic instead of the one of its type.")] = None,
+) -> None:
+    """Publish a JSON-lines file of events to their topics (chosen by `type`, keyed as CONTRACT §3 says)."""
+    from services.replay import replay_file
+
+    settings = Settings()
+    lines = file.read_bytes().splitlines()
+    with Progress(TextColumn("[bold]replay[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as progress:
+        task = progress.add_task("replay", total=len(lines))
+        report = asyncio.run(replay_file(settings.kafka_bootstrap, lines, topic=topic,
+                                         on_progress=lambda n: progress.update(task, advance=n)))
+    console.print(f"published {report.published} events to {settings.kafka_bootstrap}"
+                  + (f"; skipped {report.skipped} lines ({report.first_problem})" if report.skipped else ""))
+    if report.skipped and not report.published:
+        raise typer.Exit(1)
+
+
+@app.command()
+def schemas(out: Annotated[Path, typer.Option(help="Directory for the JSON Schemas and asyncapi.json.")] = Path("schema-docs")) -> None:
+    """Write a JSON Schema for every event and output message, and the AsyncAPI document of all topics."""
+    from schemas.export import write_asyncapi, write_json_schemas
+
+    written = write_json_schemas(out)
+    written.append(write_asyncapi(out / "asyncapi.json"))
+    console.print(f"wrote {len(written)} files to {out}/")
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Broker port to use, or to start one on.")] = 9092,
+    keep_broker: Annotated[bool, typer.Option(help="Leave a broker the demo started running.")] = False,
+) -> None:
+    """The newcomer's first command: start a broker if none runs, run the service, replay the bundled
+    example scenarios, and show what each KAM and each finance/ERP system received."""
+    from services.broker import start_broker, stop_broker
+    from services.demo import show_run, broker_running
+
+    bootstrap = f"127.0.0.1:{port}"
+    started_here = False
+    began = time.monotonic()
+    if not broker_running(bootstrap):
+        console.print(f"[bold]Starting Apache Kafka on {bootstrap}[/] (first time: fetches the jars with Maven)")
+        bootstrap = start_broker(port)
+        started_here = True
+    try:
+        from services.scenario_runner import run_scenario_live
+        from services.scenarios import bundled_scenarios, normalised_expectation
+
+        logging.basicConfig(level=logging.WARNING)
+        failures = 0
+        with tempfile.TemporaryDirectory(prefix="onevoice-demo-") as tmp:
+            for scenario in bundled_scenarios():
+                with console.status(f"scenario [bold]{scenario['name']}[/]…"):
+                    result = asyncio.run(run_scenario_live(
+                        scenario, bootstrap=bootstrap, database_url=f"sqlite:///{tmp}/{scenario['name']}.db",
+                        group_id=f"onevoice-demo-{uuid.uuid4().hex[:8]}"))
+                ok = result.summary == normalised_expectation(scenario)
+                failures += not ok
+                show_run(console, scenario, result, ok)
+        console.print(f"\n[bold]{len(bundled_scenarios()) - failures} of {len(bundled_scenarios())} scenarios "
+                      f"behaved as expected[/] in {time.monotonic() - began:.0f} s.")
+    finally:
+        if started_here and not keep_broker:
+            stop_broker(port=port)
+    if failures:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()
