@@ -7,7 +7,7 @@ and a function that stops the server and deletes its files.
 * ``ONEVOICE_TEST_DATABASE_URL`` set: that server is used as is, ``stop`` does nothing.
 * Otherwise ``initdb``/``pg_ctl`` are looked up under ``/usr/lib/postgresql/*/bin``
   (Debian keeps them off PATH), then on PATH. PostgreSQL refuses to run as root, so
-  as root the cluster runs as the ``postgres`` user (created when missing) via ``runuser``.
+  as root the cluster runs as the ``postgres`` user (created when missing; like ``runuser -u postgres``).
 """
 
 from __future__ import annotations
@@ -65,27 +65,32 @@ def _ensure_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(PG_USER)
     except KeyError:
+        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
+            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
             check=True,
             capture_output=True,
         )
         return pwd.getpwnam(PG_USER)
 
 
-def _runner() -> tuple[list[str], pwd.struct_passwd | None]:
-    """Command prefix to run server binaries unprivileged, and the user they run as (None: ourselves)."""
-    if os.geteuid() != 0:
-        return [], None
-    user = _ensure_user()
-    runuser = shutil.which("runuser")
-    if runuser:
-        return [runuser, "-u", PG_USER, "--"], user
-    return ["su", PG_USER, "-s", "/bin/sh", "-c", '"$0" "$@"'], user  # fallback without util-linux runuser
+def _run_as() -> pwd.struct_passwd | None:
+    """The unprivileged user to run the server binaries as (None: ourselves, when not root)."""
+    return _ensure_user() if os.geteuid() == 0 else None
 
 
-def _run(prefix: list[str], cmd: list[str], cwd: Path, what: str, log: Path | None = None) -> None:
-    proc = subprocess.run(prefix + cmd, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+def _pg(user: pwd.struct_passwd | None, cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a PostgreSQL binary, dropping root to ``user`` (what ``runuser -u postgres --`` does)."""
+    kwargs: dict = {}
+    if user is not None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(HOME=str(cwd), USER=user.pw_name, LOGNAME=user.pw_name)
+        kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [], "env": env}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, **kwargs)
+
+
+def _run(user: pwd.struct_passwd | None, cmd: list[str], cwd: Path, what: str, log: Path | None = None) -> None:
+    proc = _pg(user, cmd, cwd)
     if proc.returncode != 0:
         extra = ""
         if log is not None and log.exists():
@@ -117,7 +122,7 @@ def start_postgres(timeout: float = 60.0) -> tuple[str, Callable[[], None]]:
         return existing, lambda: None
 
     bindir = find_pg_bin()
-    prefix, user = _runner()
+    user = _run_as()
     base = Path(tempfile.mkdtemp(prefix="onevoice-pg-"))
     base.chmod(0o700)
     if user is not None:
@@ -129,7 +134,7 @@ def start_postgres(timeout: float = 60.0) -> tuple[str, Callable[[], None]]:
 
     try:
         _run(
-            prefix,
+            user,
             [str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, "-A", "trust", "-E", "UTF8",
              "--no-locale", "--no-sync"],
             base,
@@ -144,7 +149,7 @@ def start_postgres(timeout: float = 60.0) -> tuple[str, Callable[[], None]]:
             )
             try:
                 _run(
-                    prefix,
+                    user,
                     [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t",
                      str(int(timeout)), "start"],
                     base,
@@ -157,18 +162,12 @@ def start_postgres(timeout: float = 60.0) -> tuple[str, Callable[[], None]]:
                     raise
         _create_database(port, time.monotonic() + timeout)
     except BaseException:
-        subprocess.run(
-            prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            cwd=base, capture_output=True, stdin=subprocess.DEVNULL,
-        )
+        _pg(user, [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], base)
         cleanup()
         raise
 
     def stop() -> None:
-        subprocess.run(
-            prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "30", "stop"],
-            cwd=base, capture_output=True, stdin=subprocess.DEVNULL,
-        )
+        _pg(user, [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "30", "stop"], base)
         cleanup()
 
     return f"postgresql://{PG_USER}@127.0.0.1:{port}/{DB_NAME}", stop
