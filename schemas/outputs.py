@@ -123,6 +123,8 @@ class DeadLetter(OutputModel):
     raw: str | None = Field(description="the original value as text (invalid UTF-8 replaced)")
     error: DeadLetterError
     received_at: AwareDatetime
+    raw_truncated: bool = Field(False, description="raw holds only the first 256 KiB of an oversized value")
+    raw_bytes: int | None = Field(None, description="size of the original value when raw was truncated")
 
 
 class OpsSnapshot(OutputModel):

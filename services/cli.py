@@ -103,6 +103,7 @@ def demo(
         from services.scenarios import bundled_scenarios, normalised_expectation
 
         logging.basicConfig(level=logging.WARNING)
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
         failures = 0
         with tempfile.TemporaryDirectory(prefix="onevoice-demo-") as tmp:
             for scenario in bundled_scenarios():

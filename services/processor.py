@@ -304,7 +304,7 @@ class Processor:
                                         awaiting_decision=outcome.action == "hold")
         self._instruct(batch, kind="dunning", ref_id=data.dunning_id, action=outcome.action,
                        account_id=data.account_id, key_account_id=key_account and key_account.account_id,
-                       reason=outcome.reason, alert_id=alert_id, caused_by=_ref(event))
+                       reason=outcome.reason, alert_id=alert_id, caused_by=_ref(event), allocation=[])
 
     def _on_stock_shortage(self, batch: _Batch, record: InputRecord, event: Event) -> None:
         repo, data = batch.repo, event.data
@@ -403,7 +403,8 @@ class Processor:
             self._instruct(batch, kind="dunning", ref_id=alert.ref_id, action=data.decision,
                            account_id=alert.account_id, key_account_id=alert.key_account_id,
                            reason=f"decided by {data.decided_by}" + (f": {data.comment}" if data.comment else ""),
-                           alert_id=alert.alert_id, decided_by=data.decided_by, caused_by=_ref(event))
+                           alert_id=alert.alert_id, decided_by=data.decided_by, caused_by=_ref(event),
+                           allocation=[])
 
     # -- outputs --------------------------------------------------------------------------
 

@@ -12,3 +12,26 @@ SCENARIOS = {s["name"]: s for s in bundled_scenarios()}
 def test_scenario_in_process(name, tmp_path):
     scenario = SCENARIOS[name]
     assert run_in_process(scenario, f"sqlite:///{tmp_path}/s.db") == normalised_expectation(scenario)
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_every_output_fits_the_contract_models(name, tmp_path):
+    """What the processor writes to the outbox validates against the §6 output models."""
+    import json
+
+    from sqlalchemy import select
+
+    from schemas.outputs import AlertMessage, DeadLetter, InstructionMessage
+    from services.store import tables as t
+    from services.store.db import make_engine
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    run_in_process(SCENARIOS[name], url)
+    models = {"kam.alerts": AlertMessage, "kam.instructions": InstructionMessage, "kam.dlq": DeadLetter}
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.outbox)).all()
+    engine.dispose()
+    assert rows
+    for row in rows:
+        models[row.topic].model_validate(json.loads(row.value))

@@ -65,7 +65,7 @@ def test_dead_letter_from_raw_bytes():
         code="invalid_json", message="not UTF-8", received_at=T,
     )  # fmt: skip
     doc = json.loads(letter.model_dump_json())
-    assert set(doc) == {"topic", "partition", "offset", "key", "raw", "error", "received_at"}
+    assert {"topic", "partition", "offset", "key", "raw", "error", "received_at"} <= set(doc)
     assert doc["raw"] == "\ufffdnot json"
     assert doc["error"] == {"code": "invalid_json", "message": "not UTF-8"}
     assert DeadLetter.model_validate_json(letter.model_dump_json()) == letter

@@ -1,0 +1,45 @@
+"""Every shared scenario through the real Apache Kafka broker and a running service, on SQLite and PostgreSQL.
+
+Each run has its own consumer group (started at the end of the input topics) and its own
+database, so scenarios share one broker without seeing each other's messages.
+"""
+
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from services.scenario_runner import run_scenario_live
+from services.scenarios import bundled_scenarios, normalised_expectation
+
+SCENARIOS = {s["name"]: s for s in bundled_scenarios()}
+
+
+@pytest.fixture
+def postgres_database(postgres_url):
+    """A fresh database on the session's PostgreSQL server for one scenario."""
+    name = f"s_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+async def test_scenario_on_sqlite(name, kafka_bootstrap, sqlite_url):
+    run = await run_scenario_live(SCENARIOS[name], bootstrap=kafka_bootstrap, database_url=sqlite_url,
+                                  group_id=f"e2e-{uuid.uuid4().hex[:8]}")
+    assert run.summary == normalised_expectation(SCENARIOS[name])
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+async def test_scenario_on_postgres(name, kafka_bootstrap, postgres_database):
+    run = await run_scenario_live(SCENARIOS[name], bootstrap=kafka_bootstrap, database_url=postgres_database,
+                                  group_id=f"e2e-{uuid.uuid4().hex[:8]}")
+    assert run.summary == normalised_expectation(SCENARIOS[name])
