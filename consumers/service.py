@@ -16,6 +16,7 @@ from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from consumers.ops import OpsReporter
 from consumers.topics import ensure_topics
@@ -86,7 +87,9 @@ class Service:
                        for messages in fetched.values() for m in messages]
             if not records:
                 continue
-            result = await asyncio.to_thread(self.processor.process, records)
+            result = await self._apply(records)
+            if result is None:
+                return
             if result.outputs:
                 self.relay.notify()
             offsets = {tp: messages[-1].offset + 1 for tp, messages in fetched.items() if messages}
@@ -95,6 +98,20 @@ class Service:
             except (CommitFailedError, KafkaError) as exc:
                 # The partitions moved to another member; it will re-read them and skip what we applied.
                 log.warning("offset commit failed (%s); redelivered events will be recognised as duplicates", exc)
+
+    async def _apply(self, records: list[InputRecord]):
+        """Apply a batch, waiting out database outages; None when asked to stop meanwhile."""
+        delay = 0.5
+        while True:
+            try:
+                return await asyncio.to_thread(self.processor.process, records)
+            except (OperationalError, InterfaceError) as exc:
+                log.warning("database unavailable (%s); retrying the batch in %.1fs", exc.__class__.__name__, delay)
+                try:
+                    await asyncio.wait_for(self.stop.wait(), delay)
+                    return None
+                except asyncio.TimeoutError:
+                    delay = min(delay * 2, 10.0)
 
     async def _escalate_forever(self) -> None:
         while not self.stop.is_set():

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from schemas.decode import Event, InvalidMessage, decode_event
 from services.config import Settings
@@ -97,7 +97,40 @@ class Processor:
         self.instance = instance
 
     def process(self, records: list[InputRecord]) -> BatchResult:
-        """Apply a batch exactly once; retried whole on deadlocks and lost races."""
+        """Apply a batch exactly once; retried whole on deadlocks and lost races.
+
+        Should a batch fail for any other reason, its records are applied one by one and the
+        one that cannot be applied becomes a dead letter, so one poisoned event never stalls
+        the partition behind it.
+        """
+        try:
+            return self._process_with_retries(records)
+        except (OperationalError, InterfaceError):
+            raise  # the database is unreachable: nothing is wrong with the events, try them again later
+        except Exception:
+            if len(records) == 1:
+                log.exception("event at %s/%d@%d could not be applied", records[0].topic, records[0].partition,
+                              records[0].offset)
+                return self._reject(records[0])
+            log.exception("batch of %d failed; applying its records one by one", len(records))
+        total = BatchResult()
+        for record in records:
+            for name, value in self.process([record]).__dict__.items():
+                setattr(total, name, getattr(total, name) + value)
+        return total
+
+    def _reject(self, record: InputRecord) -> BatchResult:
+        with self.engine.begin() as conn:
+            batch = _Batch(StateRepository(conn), self.clock())
+            conn.execute(insert_stmt(conn, t.processed_events).on_conflict_do_nothing(),
+                         {"source": f"kafka:{record.topic}:{record.partition}", "event_id": str(record.offset)})
+            self._dead_letter(batch, record, "invalid_data", "the event passed validation but could not be applied; "
+                                                             "see the service log at this offset")
+            batch.result.processed = 1
+            self._write(batch)
+            return batch.result
+
+    def _process_with_retries(self, records: list[InputRecord]) -> BatchResult:
         for attempt in range(8):
             try:
                 with self.engine.begin() as conn:

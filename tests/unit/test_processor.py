@@ -1,0 +1,77 @@
+"""The processor's delivery guarantees on SQLite: duplicates, redelivered dead letters, poisoned events."""
+
+import json
+
+from sqlalchemy import select
+
+from services.config import Settings
+from services.processor import InputRecord, Processor
+from services.store import tables as t
+from services.store.db import create_tables, make_engine
+
+
+def _event(event_id: str, account_id: str, tier: str = "key") -> bytes:
+    return json.dumps({"specversion": "1.0", "id": event_id, "source": "crm/test", "type": "account.upserted",
+                       "time": "2027-01-01T00:00:00Z",
+                       "data": {"account_id": account_id, "name": account_id, "parent_id": None, "country": "DE",
+                                "tier": tier}}).encode()
+
+
+def _processor(url):
+    engine = make_engine(url)
+    create_tables(engine)
+    return engine, Processor(engine, Settings(database_url=url))
+
+
+def _outbox(engine, topic):
+    with engine.connect() as conn:
+        return [json.loads(r.value) for r in conn.execute(select(t.outbox).where(t.outbox.c.topic == topic))]
+
+
+def test_duplicates_within_and_across_batches_change_nothing(sqlite_url):
+    engine, processor = _processor(sqlite_url)
+    first = processor.process([InputRecord("crm.accounts", 0, 0, b"A", _event("e1", "A")),
+                               InputRecord("crm.accounts", 1, 0, b"A", _event("e1", "A"))])
+    second = processor.process([InputRecord("crm.accounts", 0, 0, b"A", _event("e1", "A"))])
+    assert (first.processed, first.duplicates) == (1, 1)
+    assert (second.processed, second.duplicates) == (0, 1)
+
+
+def test_a_redelivered_bad_message_is_dead_lettered_once(sqlite_url):
+    engine, processor = _processor(sqlite_url)
+    bad = InputRecord("erp.agreements", 2, 7, b"k", b"not json")
+    processor.process([bad])
+    processor.process([bad])
+    letters = _outbox(engine, "kam.dlq")
+    assert [(d["partition"], d["offset"], d["error"]["code"]) for d in letters] == [(2, 7, "invalid_json")]
+
+
+def test_an_event_that_cannot_be_applied_becomes_a_dead_letter_and_the_rest_applies(sqlite_url, monkeypatch):
+    engine, processor = _processor(sqlite_url)
+    original = Processor._on_account_upserted
+
+    def explode_on_b(self, batch, record, event):
+        if event.data.account_id == "B":
+            raise RuntimeError("boom")
+        return original(self, batch, record, event)
+
+    monkeypatch.setattr(Processor, "_on_account_upserted", explode_on_b)
+    processor.process([InputRecord("crm.accounts", 0, i, None, _event(f"e{i}", name))
+                       for i, name in enumerate(["A", "B", "C"])])
+    with engine.connect() as conn:
+        stored = sorted(r.account_id for r in conn.execute(select(t.accounts.c.account_id)))
+    assert stored == ["A", "C"]
+    assert [(d["offset"], d["error"]["code"]) for d in _outbox(engine, "kam.dlq")] == [(1, "invalid_data")]
+
+
+def test_a_parent_cycle_is_invalid_data(sqlite_url):
+    engine, processor = _processor(sqlite_url)
+
+    def upsert(i, account, parent):
+        return InputRecord("crm.accounts", 0, i, None, json.dumps({
+            "specversion": "1.0", "id": f"c{i}", "source": "crm/test", "type": "account.upserted",
+            "time": f"2027-01-01T00:00:0{i}Z", "data": {"account_id": account, "name": account, "parent_id": parent,
+                                                       "country": "DE", "tier": "key"}}).encode())
+
+    processor.process([upsert(1, "X", None), upsert(2, "Y", "X"), upsert(3, "X", "Y")])
+    assert [d["error"]["code"] for d in _outbox(engine, "kam.dlq")] == ["invalid_data"]
