@@ -7,6 +7,7 @@ the same SQLAlchemy Core statements; only upserts, locking and transaction start
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 from collections.abc import Iterable
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -48,14 +49,23 @@ def _serialise_sqlite_writers(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def alembic_config(conn: Connection | None = None):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.attributes["connection"] = conn
+    return config
+
+
 def create_tables(engine: Engine) -> None:
-    """Create missing tables (idempotent, safe when several processes start at once)."""
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
+    """Bring the schema to the newest migration (idempotent, safe when several processes start at once)."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(4242)"))
-            metadata.create_all(conn)
-    else:
-        metadata.create_all(engine)
+        command.upgrade(alembic_config(conn), "head")
 
 
 def insert_stmt(conn: Connection, table):
