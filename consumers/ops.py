@@ -9,6 +9,7 @@ import logging
 from prometheus_client import Gauge, start_http_server
 from sqlalchemy import func, select
 
+from schemas.outputs import OpsSnapshot
 from services.domain import CLOSED_STATUSES, iso
 from services.store import tables as t
 
@@ -65,6 +66,7 @@ class OpsReporter:
         snapshot = await asyncio.to_thread(read_snapshot, self.service.engine)
         snapshot["consumer_lag"] = await self.consumer_lag()
         snapshot.update(at=iso(self.service.clock()), instance=self.service.instance)
+        snapshot = OpsSnapshot.model_validate(snapshot).model_dump(mode="json")
         for name, gauge in GAUGES.items():
             gauge.set(snapshot.get(name, 0))
         await self.producer.send("kam.ops", json.dumps(snapshot).encode(), key=self.service.instance.encode())

@@ -142,6 +142,7 @@ class OpsSnapshot(OutputModel):
     )
     unknown_accounts: NonNegativeQty = Field(description="events naming accounts never upserted")
     instance: str = Field(description="which onevoice process sent this snapshot")
+    outbox_pending: NonNegativeQty = Field(0, description="outputs committed but not yet published")
 
 
 def as_text(value: bytes | bytearray | memoryview | str | None) -> str | None:
