@@ -1,0 +1,300 @@
+"""Correct under concurrency (DESIGN.md, CONTRACT §1/§5): several processors and timers on one
+PostgreSQL database behave exactly like one.
+
+Each processor / timer has its own engine (its own connections), as separate `onevoice run`
+processes would; a `threading.Barrier` releases both at the same instant.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from services.config import Settings
+from services.processor import InputRecord, Processor
+from services.store import tables as t
+from services.store.db import create_tables, make_engine
+from services.timers import EscalationTimer
+from tests.support.databases import postgres_database  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.postgres
+
+ROUNDS = 50
+T0 = datetime(2027, 1, 15, 9, 0, tzinfo=timezone.utc)
+
+
+class Clock:
+    def __init__(self, now: datetime = T0):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def event(etype: str, data: dict, *, eid: str | None = None, source: str = "test/concurrency") -> dict:
+    return {"specversion": "1.0", "id": eid or uuid.uuid4().hex, "source": source, "type": etype,
+            "time": "2027-01-10T09:00:00Z", "data": data}
+
+
+_offsets: dict[str, int] = {}
+
+
+def record(topic: str, value: dict) -> InputRecord:
+    offset = _offsets.get(topic, 0)
+    _offsets[topic] = offset + 1
+    return InputRecord(topic, 0, offset, None, json.dumps(value).encode())
+
+
+def key_account_setup(ka: str) -> list[InputRecord]:
+    """A strategic key account `ka` with an Italian subsidiary and a team."""
+    events = [
+        event("account.upserted", {"account_id": ka, "name": ka, "parent_id": None, "country": "DE",
+                                   "tier": "strategic"}),
+        event("account.upserted", {"account_id": f"{ka}-IT", "name": f"{ka} Italia", "parent_id": ka,
+                                   "country": "IT", "tier": "none"}),
+    ]
+    for person, role, country in (("gk", "global_kam", None), ("sen", "senior_kam", None),
+                                  ("es", "executive_sponsor", None), ("lk-it", "local_kam", "IT"),
+                                  ("fin", "finance", None)):
+        events.append(event("team.member_assigned", {"account_id": ka, "person_id": person, "role": role,
+                                                     "country": country}))
+    return [record("crm.accounts", e) for e in events]
+
+
+def global_contract(ka: str, agreement_id: str) -> InputRecord:
+    return record("erp.agreements", event("contract.negotiated", {
+        "agreement_id": agreement_id, "version": 1, "account_id": ka, "scope": "global", "country": None,
+        "contract_type": "framework", "status": "signed", "valid_from": "2027-01-01", "valid_to": None,
+        "agreed_by": "gk", "region": None}))
+
+
+def price(ka: str, agreement_id: str, scope: str, amount: str) -> InputRecord:
+    local = scope == "local"
+    return record("erp.agreements", event("price.agreed", {
+        "agreement_id": agreement_id, "version": 1, "account_id": f"{ka}-IT" if local else ka, "scope": scope,
+        "country": "IT" if local else None, "product_id": "P1", "price": amount, "currency": "EUR",
+        "valid_from": "2027-01-01", "valid_to": "2027-12-31", "agreed_by": "lk-it" if local else "gk"}))
+
+
+def dunning(ka: str, dunning_id: str, action: str = "collection") -> dict:
+    return event("dunning.triggered", {
+        "dunning_id": dunning_id, "account_id": f"{ka}-IT", "invoice_id": f"INV-{dunning_id}", "level": 3,
+        "amount": "1500.00", "currency": "EUR", "due_date": "2027-01-01", "proposed_action": action})
+
+
+def in_parallel(*calls: Callable[[], object]) -> list[object]:
+    """Run the calls in threads released by one barrier; re-raise the first failure."""
+    barrier = threading.Barrier(len(calls))
+    results: list[object] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(index: int, call: Callable[[], object]) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[index] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a worker hung"
+    if errors:
+        raise errors[0]
+    return results
+
+
+def open_alerts(engine: Engine, fingerprint: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(t.alerts).where(
+            t.alerts.c.fingerprint == fingerprint, t.alerts.c.status.not_in(["resolved", "waived"]))).scalar_one()
+
+
+def alert_messages(engine: Engine, needle: str) -> list[dict]:
+    """kam.alerts outbox messages whose fingerprint or alert id is `needle`."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.outbox.c.value).where(t.outbox.c.topic == "kam.alerts",
+                                                           t.outbox.c.value.contains(needle))
+                            .order_by(t.outbox.c.id)).all()
+    messages = [json.loads(r.value) for r in rows]
+    return [m for m in messages if needle in (m["fingerprint"], m["alert_id"])]
+
+
+def instructions(engine: Engine, ref_id: str) -> list[dict]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.outbox.c.value).where(t.outbox.c.topic == "kam.instructions",
+                                                           t.outbox.c.key == ref_id).order_by(t.outbox.c.id)).all()
+    return [json.loads(r.value) for r in rows]
+
+
+@pytest.fixture
+def two_processors(postgres_database):  # noqa: F811
+    """Two processors, as two `onevoice run` processes would be: own engines, own instance names."""
+    settings = Settings(database_url=postgres_database)
+    engines = [make_engine(postgres_database) for _ in range(2)]
+    create_tables(engines[0])
+    clock = Clock()
+    processors = [Processor(engine, settings, clock=clock, instance=f"worker-{i}")
+                  for i, engine in enumerate(engines)]
+    yield processors
+    for engine in engines:
+        engine.dispose()
+
+
+# -- two contradicting events of one key account at the same instant ------------------------------
+
+@pytest.mark.parametrize("variant", ["duplicate_global_contract", "local_price_below_global"])
+def test_contradicting_events_in_parallel_raise_exactly_one_alert(two_processors, variant):
+    first, second = two_processors
+    for round_no in range(ROUNDS):
+        ka = f"KA{round_no}-{uuid.uuid4().hex[:6]}"
+        first.process(key_account_setup(ka))
+        if variant == "duplicate_global_contract":
+            a, b = global_contract(ka, f"{ka}-C1"), global_contract(ka, f"{ka}-C2")
+            fingerprint = f"duplicate_global_contract:{ka}:{ka}-C1|{ka}-C2"
+        else:
+            a, b = price(ka, f"{ka}-G", "global", "100.00"), price(ka, f"{ka}-L", "local", "90.00")
+            fingerprint = f"local_price_below_global:{ka}:{ka}-G|{ka}-L"
+        results = in_parallel(lambda: first.process([a]), lambda: second.process([b]))
+        assert [r.processed for r in results] == [1, 1], f"round {round_no}"
+        assert open_alerts(first.engine, fingerprint) == 1, f"round {round_no}: {fingerprint}"
+        statuses = [m["status"] for m in alert_messages(first.engine, fingerprint)]
+        assert statuses == ["open"], f"round {round_no}: {statuses}"
+        with first.engine.connect() as conn:
+            all_open = conn.execute(select(t.alerts.c.fingerprint).where(
+                t.alerts.c.key_account_id == ka, t.alerts.c.status == "open")).scalars().all()
+        assert all_open == [fingerprint], f"round {round_no}"
+
+
+def test_contradicting_events_in_parallel_then_withdrawal_resolves_once(two_processors):
+    """After the race, withdrawing one side and re-agreeing in parallel still leaves one consistent alert."""
+    first, second = two_processors
+    for round_no in range(10):
+        ka = f"KW{round_no}-{uuid.uuid4().hex[:6]}"
+        first.process(key_account_setup(ka))
+        in_parallel(lambda: first.process([global_contract(ka, f"{ka}-C1")]),
+                    lambda: second.process([global_contract(ka, f"{ka}-C2")]))
+        withdraw = record("erp.agreements", event("agreement.withdrawn", {
+            "agreement_id": f"{ka}-C2", "version": 2, "withdrawn_by": "gk"}))
+        in_parallel(lambda: first.process([withdraw]), lambda: second.process([global_contract(ka, f"{ka}-C3")]))
+        old = f"duplicate_global_contract:{ka}:{ka}-C1|{ka}-C2"
+        new = f"duplicate_global_contract:{ka}:{ka}-C1|{ka}-C3"
+        assert [m["status"] for m in alert_messages(first.engine, old)] == ["open", "resolved"]
+        assert [m["status"] for m in alert_messages(first.engine, new)] == ["open"]
+        assert open_alerts(first.engine, old) == 0
+        assert open_alerts(first.engine, new) == 1
+
+
+# -- the same event delivered to two processors at once --------------------------------------------
+
+def test_same_event_in_parallel_is_applied_once(two_processors):
+    first, second = two_processors
+    for round_no in range(ROUNDS):
+        ka = f"KD{round_no}-{uuid.uuid4().hex[:6]}"
+        first.process(key_account_setup(ka))
+        dunning_id = f"{ka}-DUN"
+        value = dunning(ka, dunning_id)
+        results = in_parallel(lambda: first.process([record("finance.dunning", value)]),
+                              lambda: second.process([record("finance.dunning", value)]))
+        assert sorted((r.processed, r.duplicates) for r in results) == [(0, 1), (1, 0)], f"round {round_no}"
+        fingerprint = f"key_account_dunning:{ka}:{dunning_id}"
+        assert [m["status"] for m in alert_messages(first.engine, fingerprint)] == ["open"], f"round {round_no}"
+        assert [i["action"] for i in instructions(first.engine, dunning_id)] == ["hold"], f"round {round_no}"
+
+
+def test_same_conflicting_event_in_parallel_is_applied_once(two_processors):
+    """Both workers get the second contract (redelivery after a rebalance): one alert, one message."""
+    first, second = two_processors
+    for round_no in range(20):
+        ka = f"KE{round_no}-{uuid.uuid4().hex[:6]}"
+        first.process(key_account_setup(ka) + [global_contract(ka, f"{ka}-C1")])
+        duplicate = global_contract(ka, f"{ka}-C2")
+        in_parallel(lambda: first.process([duplicate]), lambda: second.process([duplicate]))
+        fingerprint = f"duplicate_global_contract:{ka}:{ka}-C1|{ka}-C2"
+        assert [m["status"] for m in alert_messages(first.engine, fingerprint)] == ["open"], f"round {round_no}"
+
+
+# -- escalation --------------------------------------------------------------------------------
+
+def escalated_messages(engine: Engine, alert_id: str) -> list[dict]:
+    return [m for m in alert_messages(engine, alert_id) if m["status"] == "escalated"]
+
+
+def hold_alert_id(engine: Engine, ka: str, dunning_id: str) -> str:
+    (message,) = alert_messages(engine, f"key_account_dunning:{ka}:{dunning_id}")
+    assert message["due_at"] is not None
+    return message["alert_id"]
+
+
+def test_two_timers_escalate_a_due_alert_exactly_once(postgres_database):  # noqa: F811
+    settings = Settings(database_url=postgres_database, decision_window_s=60)
+    engines = [make_engine(postgres_database) for _ in range(2)]
+    try:
+        create_tables(engines[0])
+        clock = Clock()
+        processor = Processor(engines[0], settings, clock=clock)
+        timers = [EscalationTimer(engine, settings, clock=clock, instance=f"timer-{i}")
+                  for i, engine in enumerate(engines)]
+        for round_no in range(ROUNDS):
+            ka = f"KT{round_no}-{uuid.uuid4().hex[:6]}"
+            dunning_id = f"{ka}-DUN"
+            processor.process(key_account_setup(ka) + [record("finance.dunning", dunning(ka, dunning_id))])
+            alert_id = hold_alert_id(engines[0], ka, dunning_id)
+            assert in_parallel(*(timer.escalate_due for timer in timers)) == [0, 0]
+            clock.now += timedelta(seconds=61)
+            counts = in_parallel(*(timer.escalate_due for timer in timers))
+            assert sorted(counts) == [0, 1], f"round {round_no}: {counts}"
+            escalated = escalated_messages(engines[0], alert_id)
+            assert len(escalated) == 1, f"round {round_no}"
+            # assignee was the local KAM: escalates to the senior KAM
+            assert escalated[0]["assignee"] == "sen"
+            assert in_parallel(*(timer.escalate_due for timer in timers)) == [0, 0]
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+@pytest.mark.parametrize("acknowledged", [False, True], ids=["open", "acknowledged"])
+def test_restart_between_alert_and_due_at_still_escalates_exactly_once(postgres_database, acknowledged):  # noqa: F811
+    settings = Settings(database_url=postgres_database, decision_window_s=2)
+    ka = f"KR-{uuid.uuid4().hex[:6]}"
+    dunning_id = f"{ka}-DUN"
+
+    engine = make_engine(postgres_database)
+    create_tables(engine)
+    clock = Clock()
+    processor = Processor(engine, settings, clock=clock)
+    timer = EscalationTimer(engine, settings, clock=clock)
+    processor.process(key_account_setup(ka) + [record("finance.dunning", dunning(ka, dunning_id))])
+    alert_id = hold_alert_id(engine, ka, dunning_id)
+    if acknowledged:
+        clock.now += timedelta(seconds=1)
+        processor.process([record("kam.decisions", event("decision.made", {
+            "alert_id": alert_id, "decision": "acknowledge", "decided_by": "lk-it", "comment": None}))])
+    assert timer.escalate_due() == 0
+    engine.dispose()  # the service stops before due_at ...
+
+    engine = make_engine(postgres_database)  # ... and a new one starts after it
+    try:
+        later = Clock(T0 + timedelta(seconds=3))
+        timer = EscalationTimer(engine, settings, clock=later, instance="after-restart")
+        assert timer.escalate_due() == 1
+        assert timer.escalate_due() == 0
+        later.now += timedelta(hours=1)
+        assert timer.escalate_due() == 0
+        escalated = escalated_messages(engine, alert_id)
+        assert len(escalated) == 1
+        assert escalated[0]["assignee"] == "sen"
+        with engine.connect() as conn:
+            status = conn.execute(select(t.alerts.c.status).where(t.alerts.c.alert_id == alert_id)).scalar_one()
+        assert status == "escalated"
+    finally:
+        engine.dispose()
