@@ -66,7 +66,8 @@ class Service:
         ops = OpsReporter(self, self.producer)
         tasks = [asyncio.create_task(self.relay.run(self.stop), name="outbox-relay"),
                  asyncio.create_task(self._escalate_forever(), name="escalation"),
-                 asyncio.create_task(ops.run(self.stop), name="ops")]
+                 asyncio.create_task(ops.run(self.stop), name="ops"),
+                 asyncio.create_task(self._review_daily(), name="daily-review")]
         log.info("onevoice %s consuming %s as group %s", self.instance, ", ".join(INPUT_TOPICS),
                  self.settings.group_id)
         self.ready.set()
@@ -124,6 +125,25 @@ class Service:
                 log.exception("escalation round failed")
             try:
                 await asyncio.wait_for(self.stop.wait(), self.settings.timer_interval_s)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _review_daily(self) -> None:
+        """Once per UTC day, judge again the key accounts with open conflicts: validity ends with the calendar."""
+        reviewed_on = None
+        while not self.stop.is_set():
+            today = self.clock().date()
+            if today != reviewed_on:
+                try:
+                    roots = await asyncio.to_thread(self.processor.key_accounts_with_open_conflicts)
+                    for start in range(0, len(roots), 200):
+                        if await asyncio.to_thread(self.processor.rejudge, roots[start:start + 200]):
+                            self.relay.notify()
+                    reviewed_on = today
+                except Exception:
+                    log.exception("daily review failed; will try again")
+            try:
+                await asyncio.wait_for(self.stop.wait(), 60)
             except asyncio.TimeoutError:
                 pass
 

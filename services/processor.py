@@ -119,6 +119,20 @@ class Processor:
                 setattr(total, name, getattr(total, name) + value)
         return total
 
+    def rejudge(self, root_ids: list[str], reason: str = "onevoice/daily-review") -> int:
+        """Judge key accounts again without an event (agreements expire with the calendar); returns outputs."""
+        with self.engine.begin() as conn:
+            batch = _Batch(StateRepository(conn), self.clock())
+            for root in root_ids:
+                batch.touch(root, reason)
+            self._judge_key_accounts(batch)
+            self._write(batch)
+            return batch.result.outputs
+
+    def key_accounts_with_open_conflicts(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return StateRepository(conn).key_accounts_with_open_alerts(CONFLICT_RULES)
+
     def _reject(self, record: InputRecord) -> BatchResult:
         with self.engine.begin() as conn:
             batch = _Batch(StateRepository(conn), self.clock())

@@ -264,6 +264,11 @@ class StateRepository:
                 out[row.key_account_id].append(row)
         return out
 
+    def key_accounts_with_open_alerts(self, rules: Iterable[str]) -> list[str]:
+        c = t.alerts.c
+        return sorted(self.conn.execute(select(c.key_account_id).distinct().where(
+            c.rule.in_(list(rules)), c.status.not_in(list(CLOSED_STATUSES)))).scalars())
+
     def open_alerts_for(self, rule: str, ref_id: str):
         c = t.alerts.c
         return self.conn.execute(select(t.alerts).where(

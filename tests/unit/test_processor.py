@@ -75,3 +75,32 @@ def test_a_parent_cycle_is_invalid_data(sqlite_url):
 
     processor.process([upsert(1, "X", None), upsert(2, "Y", "X"), upsert(3, "X", "Y")])
     assert [d["error"]["code"] for d in _outbox(engine, "kam.dlq")] == ["invalid_data"]
+
+
+def test_an_expired_agreement_resolves_its_conflict_at_the_daily_review(sqlite_url):
+    from datetime import datetime, timedelta, timezone
+
+    now = [datetime(2027, 3, 1, tzinfo=timezone.utc)]
+    engine = make_engine(sqlite_url)
+    create_tables(engine)
+    processor = Processor(engine, Settings(database_url=sqlite_url), clock=lambda: now[0])
+
+    def contract(i, agreement_id, valid_to):
+        return InputRecord("erp.agreements", 0, i, None, json.dumps({
+            "specversion": "1.0", "id": f"k{i}", "source": "erp/test", "type": "contract.negotiated",
+            "time": "2027-01-01T00:00:00Z", "data": {
+                "agreement_id": agreement_id, "version": 1, "account_id": "K", "scope": "global", "country": None,
+                "contract_type": "framework", "status": "signed", "valid_from": "2027-01-01", "valid_to": valid_to,
+                "agreed_by": "p-g"}}).encode())
+
+    team = InputRecord("crm.accounts", 0, 99, None, json.dumps({
+        "specversion": "1.0", "id": "team", "source": "crm/test", "type": "team.member_assigned",
+        "time": "2027-01-01T00:00:00Z", "data": {"account_id": "K", "person_id": "p-g", "role": "global_kam"}}).encode())
+    processor.process([InputRecord("crm.accounts", 0, 0, None, _event("k0", "K")), team,
+                       contract(1, "C1", None), contract(2, "C2", "2027-06-30")])
+    assert processor.key_accounts_with_open_conflicts() == ["K"]
+    assert processor.rejudge(["K"]) == 0  # still holds: nothing to say
+    now[0] += timedelta(days=200)
+    assert processor.rejudge(["K"]) == 1
+    statuses = [(a["fingerprint"], a["status"]) for a in _outbox(engine, "kam.alerts")]
+    assert statuses == [("duplicate_global_contract:K:C1|C2", "open"), ("duplicate_global_contract:K:C1|C2", "resolved")]
