@@ -1,0 +1,163 @@
+"""End-to-end throughput: a bare Kafka consumer vs onevoice on PostgreSQL and on SQLite.
+
+Publishes N generated events (bench/workload.py, fresh id prefix) to the input topics, then:
+
+  (a) baseline  - a bare aiokafka consumer in a fresh group (getmany loop, only sums value bytes);
+  (b) onevoice  - a `Service` on a fresh PostgreSQL database, fresh group;
+  (c) onevoice  - the same on a fresh SQLite file.
+
+Every group starts at the input offsets from just before the publish, so only this run's events
+count even on a shared broker. onevoice is timed from `Service.run()` until the group's committed
+offsets reach the end of the published events; the outbox drain is timed until no output row
+is left unsent. Without --bootstrap / --database-url it starts its own broker (fresh data dir)
+and PostgreSQL cluster and removes them afterwards.
+
+    uv run python bench/e2e_throughput.py [-n 50000] [--bootstrap HOST:PORT] [--database-url postgresql://...]
+                                          [--skip-sqlite] [--skip-postgres] [--max-batch 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import _harness as h
+from aiokafka import AIOKafkaConsumer
+
+from consumers.service import Service
+from consumers.topics import ensure_topics
+from schemas.registry import INPUT_TOPICS
+from services.config import Settings
+from services.scenario_runner import end_offsets, start_group_at
+from workload import generate
+
+PARTITIONS = 6
+
+
+async def baseline(bootstrap: str, start: dict, targets: dict) -> dict:
+    """A consumer that does nothing with the messages: the ceiling for any consumer on this machine."""
+    group = h.unique("bench-baseline-")
+    await start_group_at(bootstrap, group, start)
+    t0 = time.perf_counter()
+    consumer = AIOKafkaConsumer(*INPUT_TOPICS, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                                auto_offset_reset="earliest", fetch_max_bytes=16 * 1024 * 1024,
+                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    count = nbytes = 0
+    first = None
+    remaining = {tp: end for tp, end in targets.items() if end > start.get(tp, 0)}
+    try:
+        while remaining:
+            fetched = await consumer.getmany(timeout_ms=200, max_records=2000)
+            for tp, messages in fetched.items():
+                if first is None and messages:
+                    first = time.perf_counter()
+                for m in messages:
+                    if m.offset < targets.get(tp, 0):
+                        count += 1
+                        nbytes += len(m.value or b"")
+                if messages and messages[-1].offset + 1 >= remaining.get(tp, 1 << 62):
+                    remaining.pop(tp, None)
+        done = time.perf_counter()
+    finally:
+        await consumer.stop()
+    return {"events": count, "bytes": nbytes, "seconds": done - t0, "steady_seconds": done - (first or t0)}
+
+
+async def onevoice(bootstrap: str, database_url: str, start: dict, targets: dict, n: int, *, max_batch: int,
+                   timeout: float) -> dict:
+    """Run a Service from a fresh group at `start` until it committed `targets` and its outbox is drained."""
+    group = h.unique("bench-onevoice-")
+    await start_group_at(bootstrap, group, start)
+    settings = Settings(kafka_bootstrap=bootstrap, database_url=database_url, group_id=group, partitions=PARTITIONS,
+                        max_batch=max_batch, ops_interval_s=10, timer_interval_s=5)
+    service = Service(settings)
+    t0 = time.perf_counter()
+    task = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.ready.wait(), 120)
+        ready = time.perf_counter()
+        caught_up = await h.wait_caught_up(bootstrap, group, targets, timeout=timeout, task=task)
+        while True:
+            total, unsent = await asyncio.to_thread(h.outbox_counts, service.engine)
+            if unsent == 0:
+                break
+            if time.perf_counter() - t0 > timeout:
+                raise TimeoutError(f"outbox not drained: {unsent} of {total} unsent")
+            await asyncio.sleep(0.05)
+        drained = time.perf_counter()
+        sent = service.relay.sent
+        counts = await asyncio.to_thread(h.counters, service.engine)
+    finally:
+        service.request_stop()
+        await asyncio.wait_for(task, 60)
+    return {"events": n, "seconds": caught_up - t0, "steady_seconds": caught_up - ready,
+            "startup_seconds": ready - t0, "outputs": total, "published_outputs": sent,
+            "drain_after_caught_up": drained - caught_up, "drained_seconds": drained - t0, "counters": counts}
+
+
+def rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else float("inf")
+
+
+async def main(args) -> None:
+    with h.broker(args.bootstrap) as bootstrap:
+        await ensure_topics(bootstrap, PARTITIONS)
+        messages = generate(args.events, seed=args.seed, prefix=h.unique("e2e"))
+        start = await end_offsets(bootstrap, INPUT_TOPICS)
+        seconds = await h.publish(bootstrap, messages)
+        targets = await end_offsets(bootstrap, INPUT_TOPICS)
+        n = sum(targets[tp] - start.get(tp, 0) for tp in targets)
+        assert n == len(messages), (n, len(messages))
+        print(f"published {n:,} events to {len(INPUT_TOPICS)} topics in {seconds:.1f} s "
+              f"({rate(n, seconds):,.0f}/s); bootstrap {bootstrap}", flush=True)
+
+        results = {}
+        base = await baseline(bootstrap, start, targets)
+        results["baseline (bare aiokafka)"] = base
+        print(f"baseline: {base['events']:,} events, {base['bytes'] / 1e6:.1f} MB in {base['seconds']:.2f} s",
+              flush=True)
+        if not args.skip_postgres:
+            with h.postgres(args.database_url) as url:
+                r = await onevoice(bootstrap, url, start, targets, n, max_batch=args.max_batch, timeout=args.timeout)
+                results["onevoice PostgreSQL"] = r
+                print(f"onevoice PostgreSQL: {r}", flush=True)
+        if not args.skip_sqlite:
+            with tempfile.TemporaryDirectory(prefix="onevoice-bench-sqlite-") as tmp:
+                url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+                r = await onevoice(bootstrap, url, start, targets, n, max_batch=args.max_batch, timeout=args.timeout)
+                results["onevoice SQLite"] = r
+                print(f"onevoice SQLite: {r}", flush=True)
+
+    base_rate = rate(base["events"], base["seconds"])
+    print()
+    print(f"{n:,} events, max_batch {args.max_batch}")
+    print(f"{'run':<26} {'seconds':>8} {'events/s':>10} {'ratio':>7} {'steady ev/s':>12} {'outputs':>8} "
+          f"{'drain s':>8}")
+    for name, r in results.items():
+        ev_s = rate(r["events"], r["seconds"])
+        steady = rate(r["events"], r["steady_seconds"])
+        drain = f"{r['drain_after_caught_up']:.2f}" if "drain_after_caught_up" in r else "-"
+        outputs = f"{r['outputs']:,}" if "outputs" in r else "-"
+        print(f"{name:<26} {r['seconds']:>8.2f} {ev_s:>10,.0f} {ev_s / base_rate:>7.3f} {steady:>12,.0f} "
+              f"{outputs:>8} {drain:>8}")
+    print("ratio = events/s / baseline events/s; steady = from first fetched record (baseline) or Service.ready "
+          "(onevoice); drain s = outbox drain after the group caught up")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--events", type=int, default=50_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--bootstrap")
+    parser.add_argument("--database-url")
+    parser.add_argument("--max-batch", type=int, default=2000)
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--skip-sqlite", action="store_true")
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(main(parser.parse_args()))

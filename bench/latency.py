@@ -1,0 +1,135 @@
+"""Event-to-output latency at a steady rate on PostgreSQL.
+
+Runs a `Service` (fresh PostgreSQL database, fresh group at the current end of the input
+topics), then publishes generated events (bench/workload.py) at a fixed rate (default 500/s
+for 30 s). Every `dunning.triggered` yields exactly one instruction on kam.instructions at
+once (CONTRACT §5), matched by `ref_id` = `dunning_id`: its latency is the time from just
+before the producer's send to the instruction's arrival at a consumer tailing
+kam.instructions (same process, same monotonic clock). Prints p50/p95/p99/max.
+
+    uv run python bench/latency.py [--rate 500] [--seconds 30] [--bootstrap HOST:PORT]
+                                   [--database-url postgresql://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import statistics
+import time
+
+import _harness as h
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from consumers.service import Service
+from consumers.topics import ensure_topics
+from schemas.registry import INPUT_TOPICS, INSTRUCTIONS_TOPIC
+from services.config import Settings
+from services.scenario_runner import end_offsets, start_group_at
+from workload import generate
+
+PARTITIONS = 6
+TICK_S = 0.005
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+async def tail_instructions(bootstrap: str, sent: dict[str, float], arrived: dict[str, float],
+                            stop: asyncio.Event, ready: asyncio.Event) -> None:
+    """Record the first arrival time of an instruction for each dunning we sent."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+    await consumer.start()
+    try:
+        ends = await end_offsets(bootstrap, (INSTRUCTIONS_TOPIC,))
+        consumer.assign(list(ends))
+        for tp, end in ends.items():
+            consumer.seek(tp, end)
+        ready.set()
+        while not stop.is_set():
+            fetched = await consumer.getmany(timeout_ms=50)
+            now = time.monotonic()
+            for messages in fetched.values():
+                for m in messages:
+                    ref = json.loads(m.value).get("ref_id")
+                    if ref in sent and ref not in arrived:
+                        arrived[ref] = now
+    finally:
+        await consumer.stop()
+
+
+async def main(args) -> None:
+    with h.broker(args.bootstrap) as bootstrap, h.postgres(args.database_url) as url:
+        await ensure_topics(bootstrap, PARTITIONS)
+        n = int(args.rate * args.seconds)
+        messages = generate(n, seed=args.seed, prefix=h.unique("lat"))
+        dunning_of = {}
+        for i, (topic, _key, value) in enumerate(messages):
+            event = json.loads(value)
+            if event.get("type") == "dunning.triggered":
+                dunning_of[i] = event["data"]["dunning_id"]
+        group = h.unique("bench-latency-")
+        await start_group_at(bootstrap, group, await end_offsets(bootstrap, INPUT_TOPICS))
+        service = Service(Settings(kafka_bootstrap=bootstrap, database_url=url, group_id=group,
+                                   partitions=PARTITIONS, ops_interval_s=10, timer_interval_s=5))
+        task = asyncio.create_task(service.run())
+        sent: dict[str, float] = {}
+        arrived: dict[str, float] = {}
+        stop, tail_ready = asyncio.Event(), asyncio.Event()
+        tail = asyncio.create_task(tail_instructions(bootstrap, sent, arrived, stop, tail_ready))
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
+        await producer.start()
+        try:
+            await asyncio.wait_for(service.ready.wait(), 120)
+            await asyncio.wait_for(tail_ready.wait(), 60)
+            await asyncio.sleep(2.0)  # let the group settle: partitions assigned, first fetch issued
+            start = time.monotonic()
+            futures = []
+            i = 0
+            while i < n:
+                due = int((time.monotonic() - start) * args.rate) + 1
+                while i < min(due, n):
+                    topic, key, value = messages[i]
+                    if i in dunning_of:
+                        sent[dunning_of[i]] = time.monotonic()
+                    futures.append(await producer.send(topic, value, key=key))
+                    i += 1
+                await asyncio.sleep(TICK_S)
+            publish_s = time.monotonic() - start
+            await asyncio.gather(*futures)
+            deadline = time.monotonic() + args.settle
+            while len(arrived) < len(sent) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await producer.stop()
+            await tail
+            service.request_stop()
+            await asyncio.wait_for(task, 60)
+
+    latencies = [(arrived[d] - sent[d]) * 1000 for d in sent if d in arrived]
+    missing = len(sent) - len(latencies)
+    print()
+    print(f"{n:,} events at {args.rate:g}/s target ({n / publish_s:,.0f}/s achieved) for {publish_s:.1f} s "
+          f"on PostgreSQL; {len(sent)} dunnings -> {len(latencies)} instructions matched "
+          f"({missing} missing after {args.settle:g} s)")
+    if latencies:
+        print(f"{'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} {'mean':>8}  (ms, produce -> instruction received)")
+        print(f"{percentile(latencies, 50):>8.1f} {percentile(latencies, 95):>8.1f} {percentile(latencies, 99):>8.1f} "
+              f"{max(latencies):>8.1f} {statistics.fmean(latencies):>8.1f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--seed", type=int, default=2)
+    parser.add_argument("--settle", type=float, default=60, help="max seconds to wait for the last instructions")
+    parser.add_argument("--bootstrap")
+    parser.add_argument("--database-url")
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(main(parser.parse_args()))
