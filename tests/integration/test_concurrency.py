@@ -298,3 +298,33 @@ def test_restart_between_alert_and_due_at_still_escalates_exactly_once(postgres_
         assert status == "escalated"
     finally:
         engine.dispose()
+
+
+def test_decision_racing_escalation_never_escalates_a_closed_alert(postgres_database):  # noqa: F811
+    """A KAM's `resolve` and the timer meet at due_at: either order is fine, but never escalated after resolved."""
+    settings = Settings(database_url=postgres_database, decision_window_s=60)
+    engines = [make_engine(postgres_database) for _ in range(2)]
+    try:
+        create_tables(engines[0])
+        clock = Clock()
+        processor = Processor(engines[0], settings, clock=clock, instance="worker")
+        timer = EscalationTimer(engines[1], settings, clock=clock, instance="timer")
+        seen = set()
+        for round_no in range(30):
+            ka = f"KX{round_no}-{uuid.uuid4().hex[:6]}"
+            processor.process(key_account_setup(ka))
+            processor.process([global_contract(ka, f"{ka}-C1"), global_contract(ka, f"{ka}-C2")])
+            fingerprint = f"duplicate_global_contract:{ka}:{ka}-C1|{ka}-C2"
+            (opened,) = alert_messages(engines[0], fingerprint)
+            clock.now += timedelta(seconds=61)
+            decision = record("kam.decisions", event("decision.made", {
+                "alert_id": opened["alert_id"], "decision": "resolve", "decided_by": "gk", "comment": None}))
+            in_parallel(lambda: processor.process([decision]), timer.escalate_due)
+            statuses = tuple(m["status"] for m in alert_messages(engines[0], fingerprint))
+            assert statuses in {("open", "resolved"), ("open", "escalated", "resolved")}, f"round {round_no}"
+            seen.add(statuses)
+            assert open_alerts(engines[0], fingerprint) == 0
+            assert timer.escalate_due() == 0
+    finally:
+        for engine in engines:
+            engine.dispose()
