@@ -416,9 +416,13 @@ class Processor:
         holding = set()
         for finding in findings:
             holding.add(finding.fingerprint)
-            if finding.fingerprint in open_by_fingerprint or (finding.fingerprint, finding.versions) in decided:
+            current = open_by_fingerprint.get(finding.fingerprint)
+            if current is not None:
+                if current.versions != finding.versions:
+                    self._refresh_alert(batch, current, finding)
                 continue
-            self._open_alert(batch, finding, caused_by)
+            if (finding.fingerprint, finding.versions) not in decided:
+                self._open_alert(batch, finding, caused_by)
         for fingerprint, alert in open_by_fingerprint.items():
             if fingerprint not in holding:
                 self._change_status(batch, alert, "resolved", caused_by)
@@ -473,6 +477,21 @@ class Processor:
         batch.repo.insert_alert(row)
         batch.emit("kam.alerts", finding.assignee, alert_message(row))
         return alert_id
+
+    def _refresh_alert(self, batch: _Batch, alert, finding: Finding) -> None:
+        """A new version of an agreement changed an open conflict: keep the alert, update its facts.
+
+        No message is published (kam.alerts carries status changes), but severity and due date now
+        follow the current versions, so the outcome does not depend on the order versions arrived in.
+        """
+        due = alert.due_at
+        if finding.severity not in DUE_SEVERITIES:
+            due = None
+        elif due is None:
+            due = iso(batch.now + timedelta(seconds=self.settings.decision_window_s))
+        batch.repo.update_alert(alert.alert_id, severity=finding.severity, title=finding.title, detail=finding.detail,
+                                data=dumps(finding.data), versions=finding.versions, due_at=due,
+                                updated_at=batch.now_iso)
 
     def _change_status(self, batch: _Batch, alert, status: str, caused_by: str, **extra) -> None:
         row = dict(alert._mapping)

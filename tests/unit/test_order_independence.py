@@ -201,11 +201,8 @@ def open_alert_terms_after(events: list[dict]) -> list[tuple]:
     return sorted((r.fingerprint, r.severity, r.due_at is not None) for r in rows)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (processor._reconcile): an open alert keeps the severity/due_at of the versions that opened it; "
-    "a newer version of one of its agreements that changes the gap (97 -> 90 against 100, medium -> high) "
-    "leaves it medium with no due_at, so the final alert depends on arrival order and never escalates"))
 def test_open_alert_severity_does_not_depend_on_arrival_order():
+    """A newer version that changes the gap updates the open alert's severity and due date (no new message)."""
     glob = _event("G-v1", "price.agreed", {
         "agreement_id": "G", "version": 1, "account_id": "ACME", "scope": "global", "country": None,
         "product_id": "P1", "price": "100.00", "currency": "EUR", "valid_from": "2027-01-01", "valid_to": None,
