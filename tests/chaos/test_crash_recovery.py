@@ -267,7 +267,7 @@ async def run_once(label: str, *, bootstrap: str, postgres_url: str, tmp_path: P
             await admin.close()
         outputs = await read_outputs(bootstrap, output_start)
         state = await asyncio.to_thread(snapshot, engine)
-    mine = _mine(prefix, start, end)
+    mine = _mine(start, end)
     return {"label": label, "seconds": seconds, "master_s": master_s, "phase2_s": seconds - master_s,
             "kills": len(kill_log), "kills_during_work": kills_during_work, "kill_log": kill_log,
             "alerts": [a for a in outputs["kam.alerts"] if a["key_account_id"].startswith(prefix)],
@@ -275,7 +275,7 @@ async def run_once(label: str, *, bootstrap: str, postgres_url: str, tmp_path: P
             "dlq": [d for d in outputs["kam.dlq"] if mine(d)], **state}
 
 
-def _mine(prefix, start, end):
+def _mine(start, end):
     def check(letter: dict) -> bool:
         tp = TopicPartition(letter["topic"], letter["partition"])
         return tp in start and start[tp] <= letter["offset"] < end[tp]
@@ -287,7 +287,8 @@ def snapshot(engine) -> dict:
     with engine.connect() as conn:
         for table, order in STATE_TABLES.items():
             state[table] = [tuple(r) for r in conn.execute(text(f"SELECT * FROM {table} ORDER BY {order}"))]
-        state["processed_events"] = {tuple(r) for r in conn.execute(text("SELECT source, event_id FROM processed_events"))}
+        rows = conn.execute(text("SELECT source, event_id FROM processed_events"))
+        state["processed_events"] = {tuple(r) for r in rows}
         state["alert_rows"] = [dict(r._mapping) for r in conn.execute(text(
             "SELECT alert_id, fingerprint, status, rule, severity, assignee FROM alerts"))]
     return state
@@ -349,7 +350,8 @@ def extras(ref: dict, crash: dict) -> dict[str, int]:
 
 def _diff(a, b, limit: int = 10) -> str:
     a, b = Counter(a), Counter(b)
-    return f"only in reference: {list((a - b).elements())[:limit]}; only in crash run: {list((b - a).elements())[:limit]}"
+    return (f"only in reference: {list((a - b).elements())[:limit]}; "
+            f"only in crash run: {list((b - a).elements())[:limit]}")
 
 
 # -- the test -----------------------------------------------------------------------------------------
