@@ -118,7 +118,7 @@ async def main(args) -> None:
 
         results = {}
         base = await baseline(bootstrap, start, targets)
-        results["baseline (bare aiokafka)"] = base
+        results["baseline (bare consumer)"] = base
         print(f"baseline: {base['events']:,} events, {base['bytes'] / 1e6:.1f} MB in {base['seconds']:.2f} s",
               flush=True)
         if not args.skip_postgres:
