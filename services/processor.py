@@ -9,6 +9,7 @@ offsets, so an input is either fully applied or redelivered and recognised.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -26,13 +27,16 @@ from services.rules.agreements import CONFLICT_RULES, evaluate_key_account
 from services.rules.exceptions import allocate, is_shortage, judge_dunning, stock_findings
 from services.store import tables as t
 from services.store.db import insert_stmt, lock_keys
-from services.store.state import StateRepository, dumps
+from services.store.state import StateRepository, dumps, new_alert_row
 
 log = logging.getLogger("onevoice.processor")
 ALERT_NAMESPACE = uuid.UUID("6f1c1a52-6a3e-4f4e-9a51-0c0ffee0a1e7")
 DLQ_RAW_LIMIT = 256 * 1024
 AGREEMENT_KINDS = {"price.agreed": "price", "contract.negotiated": "contract", "service.agreed": "service"}
+AGREEMENT_FIELDS = ("agreement_id", "version", "account_id", "agreed_by", "scope", "country", "product_id", "currency",
+                    "contract_type", "status", "service_id", "charge")
 DUE_SEVERITIES = frozenset({"high", "critical"})
+MAX_CONSECUTIVE_REJECTS = 20
 
 
 def utcnow() -> datetime:
@@ -72,6 +76,8 @@ class _Batch:
     result: BatchResult = field(default_factory=BatchResult)
     outbox: list[dict] = field(default_factory=list)
     dirty: dict[str, str] = field(default_factory=dict)  # key account -> caused_by
+    changed: dict[str, set[str]] = field(default_factory=dict)  # key account -> agreements changed, if only those
+    whole: set[str] = field(default_factory=set)  # key accounts to judge whole (team, hierarchy, promotion)
     locked: set[str] = field(default_factory=set)
 
     @property
@@ -79,8 +85,16 @@ class _Batch:
         return iso(self.now)
 
     def touch(self, root_id: str | None, caused_by: str) -> None:
+        """The key account changed as a whole: judge all of it."""
         if root_id is not None:
             self.dirty[root_id] = caused_by
+            self.whole.add(root_id)
+
+    def touch_agreement(self, root_id: str | None, caused_by: str, agreement_id: str) -> None:
+        """Only this agreement of the key account changed: judge the conflicts it can take part in."""
+        if root_id is not None:
+            self.dirty[root_id] = caused_by
+            self.changed.setdefault(root_id, set()).add(agreement_id)
 
     def emit(self, topic: str, key: str | None, value: dict) -> None:
         self.outbox.append({"topic": topic, "key": key, "value": dumps(value), "created_at": self.now_iso})
@@ -95,6 +109,7 @@ class Processor:
         self.settings = settings
         self.clock = clock
         self.instance = instance
+        self.consecutive_rejects = 0
 
     def process(self, records: list[InputRecord]) -> BatchResult:
         """Apply a batch exactly once; retried whole on deadlocks and lost races.
@@ -104,11 +119,16 @@ class Processor:
         the partition behind it.
         """
         try:
-            return self._process_with_retries(records)
+            result = self._process_with_retries(records)
+            self.consecutive_rejects = 0
+            return result
         except (OperationalError, InterfaceError):
             raise  # the database is unreachable: nothing is wrong with the events, try them again later
         except Exception:
             if len(records) == 1:
+                self.consecutive_rejects += 1
+                if self.consecutive_rejects > MAX_CONSECUTIVE_REJECTS:
+                    raise  # everything fails: a fault of ours, not poisoned input; stop rather than dead-letter it all
                 log.exception("event at %s/%d@%d could not be applied", records[0].topic, records[0].partition,
                               records[0].offset)
                 return self._reject(records[0])
@@ -207,37 +227,70 @@ class Processor:
                 fresh.append(pair)
         return fresh
 
-    def _lock_touched(self, batch: _Batch, events: list[Event]) -> None:
-        """Lock, in sorted order, every key account (and stock item) the batch is going to change."""
-        if batch.repo.conn.dialect.name != "postgresql" or not events:
-            return
+    def _prefetch(self, batch: _Batch, events: list[Event]) -> set[str]:
+        """Load in bulk every row the batch's events will read; returns the lock keys they touch."""
         repo = batch.repo
-        account_ids, agreement_ids, alert_ids, keys = set(), set(), set(), set()
+        account_ids, team_keys, agreement_ids, promotion_ids, item_ids, dunning_ids, alert_ids = (
+            set(), set(), set(), set(), set(), set(), set())
+        keys = set()
         for event in events:
             data = event.data
             for name in ("account_id", "parent_id"):
                 if getattr(data, name, None):
                     account_ids.add(getattr(data, name))
-            if event.type in AGREEMENT_KINDS or event.type == "agreement.withdrawn":
+            if event.type.startswith("team."):
+                team_keys.add((data.account_id, data.person_id, data.role))
+            elif event.type in AGREEMENT_KINDS or event.type == "agreement.withdrawn":
                 agreement_ids.add(data.agreement_id)
+            elif event.type == "promotion.launched":
+                promotion_ids.add(data.promotion_id)
             elif event.type == "stock.shortage":
+                item_ids.add(data.item_id)
                 keys.add(f"item:{data.item_id}")
                 account_ids.update(o.account_id for o in data.orders)
+            elif event.type == "dunning.triggered":
+                dunning_ids.add(data.dunning_id)
             elif event.type == "decision.made":
                 alert_ids.add(data.alert_id)
-            elif event.type == "promotion.launched":
-                keys.update(repo.roots_with_global_price(data.product_id, repo.accounts_in_country_roots(data.country)))
-        previous = repo.agreements_rows(agreement_ids)
-        account_ids.update(r.account_id for r in previous.values() if r.account_id)
+        repo.prefetch(t.agreements, [(i,) for i in agreement_ids])
+        account_ids.update(row["account_id"] for i in agreement_ids
+                           if (row := repo.get(t.agreements, i)) and row["account_id"])
         known = repo.accounts(account_ids)
+        repo.accounts({a.root_id for a in known.values()})
+        repo.prefetch(t.team_members, team_keys)
+        repo.prefetch(t.promotions, [(i,) for i in promotion_ids])
+        repo.prefetch(t.shortages, [(i,) for i in item_ids])
+        repo.prefetch(t.alerts, [(i,) for i in alert_ids])
+        repo.prefetch_open_alerts("key_account_dunning", dunning_ids)
+        repo.prefetch_open_alerts("scarce_stock_allocation", item_ids)
         keys.update(a.root_id for a in known.values())
         keys.update(account_ids - set(known))
-        keys.update(repo.alerts_key_accounts(alert_ids).values())
-        lock_keys(repo.conn, keys)
+        decided = repo.alerts_key_accounts(alert_ids)
+        keys.update(decided.values())
+        promotions = [(e.data.country, e.data.product_id) for e in events if e.type == "promotion.launched"]
+        repo.prefetch_undercut(promotions)
+        for country, product_id in promotions:
+            keys.update(repo.key_accounts_undercut_in(country, product_id))
+        repo.prefetch_children({e.data.account_id for e in events if e.type == "account.upserted"})
+        roots_needing_teams = {a.root_id for a in known.values()} | set(decided.values())
+        repo.teams(roots_needing_teams)
+        return keys
+
+    def _lock_touched(self, batch: _Batch, events: list[Event]) -> None:
+        """Lock, in sorted order, every key account (and stock item) the batch is going to change.
+
+        What was read before the locks were held may be stale, so it is read again after.
+        """
+        keys = self._prefetch(batch, events)
+        if batch.repo.conn.dialect.name != "postgresql" or not events:
+            return
+        lock_keys(batch.repo.conn, keys)
         batch.locked.update(keys)
-        repo._accounts.clear()  # what we read before holding the locks may be stale
+        batch.repo.forget_all()
+        self._prefetch(batch, events)
 
     def _write(self, batch: _Batch) -> None:
+        batch.repo.flush()
         conn = batch.repo.conn
         if batch.outbox:
             conn.execute(t.outbox.insert(), batch.outbox)
@@ -258,30 +311,35 @@ class Processor:
     def _on_account_upserted(self, batch: _Batch, record: InputRecord, event: Event) -> None:
         repo, data = batch.repo, event.data
         stamp = (iso(event.time), event.id)
-        current = repo.account_stamp(data.account_id)
-        if current is not None and current >= stamp:
+        current = repo.get(t.accounts, data.account_id)
+        if current is not None and (current["event_time"], current["event_id"]) >= stamp:
             batch.result.stale += 1
             return
         if data.parent_id is not None and repo.ancestors_reach(data.parent_id, data.account_id):
             self._dead_letter(batch, record, "invalid_data",
                               f"parent_id {data.parent_id!r} would make {data.account_id!r} its own ancestor")
             return
-        previous = repo.account(data.account_id)
-        repo.upsert_account(data, *stamp)
-        old_roots = repo.reroot(data.account_id)
-        for root in {previous.root_id if previous else None, *old_roots.values(), repo.root_of(data.account_id)}:
+        repo.put(t.accounts, dict(account_id=data.account_id, name=data.name, parent_id=data.parent_id,
+                                  country=data.country, tier=data.tier,
+                                  root_id=current["root_id"] if current else data.account_id,
+                                  event_time=stamp[0], event_id=stamp[1]))
+        unchanged_parent = current is not None and current["parent_id"] == data.parent_id
+        old_roots = {} if unchanged_parent else repo.reroot(data.account_id)
+        for root in {current["root_id"] if current else None, *old_roots.values(), repo.root_of(data.account_id)}:
             batch.touch(root, _ref(event))
 
     def _on_team_member_assigned(self, batch: _Batch, record: InputRecord, event: Event, present: bool = True) -> None:
         repo, data = batch.repo, event.data
         stamp = (iso(event.time), event.id)
-        current = repo.team_stamp(data.account_id, data.person_id, data.role)
-        if current is not None and current >= stamp:
+        current = repo.get(t.team_members, data.account_id, data.person_id, data.role)
+        if current is not None and (current["event_time"], current["event_id"]) >= stamp:
             batch.result.stale += 1
             return
         if repo.account(data.account_id) is None:
             batch.result.unknown_accounts += 1
-        repo.put_team_member(data, present, *stamp)
+        repo.put(t.team_members, dict(account_id=data.account_id, person_id=data.person_id, role=data.role,
+                                      country=data.country, name=data.name, email=data.email, present=present,
+                                      event_time=stamp[0], event_id=stamp[1]))
         batch.touch(repo.root_of(data.account_id), _ref(event))
 
     def _on_team_member_removed(self, batch: _Batch, record: InputRecord, event: Event) -> None:
@@ -289,52 +347,50 @@ class Processor:
 
     def _on_price_agreed(self, batch: _Batch, record: InputRecord, event: Event) -> None:
         repo, data = batch.repo, event.data
-        previous = repo.agreement(data.agreement_id)
-        if previous is not None and previous.version >= data.version:
+        previous = repo.get(t.agreements, data.agreement_id)
+        if previous is not None and previous["version"] >= data.version:
             batch.result.stale += 1
             return
-        values = {name: getattr(data, name, None) for name in (
-            "agreement_id", "version", "account_id", "agreed_by", "scope", "country", "product_id", "currency",
-            "contract_type", "status", "service_id", "charge")}
+        values = {name: getattr(data, name, None) for name in AGREEMENT_FIELDS}
         values.update(kind=AGREEMENT_KINDS[event.type], valid_from=_day(data.valid_from),
                       valid_to=_day(getattr(data, "valid_to", None)),
                       price=None if getattr(data, "price", None) is None else str(data.price))
-        repo.put_agreement(values)
+        repo.put(t.agreements, values)
         if repo.account(data.account_id) is None:
             batch.result.unknown_accounts += 1
-        batch.touch(repo.root_of(data.account_id), _ref(event))
+        batch.touch_agreement(repo.root_of(data.account_id), _ref(event), data.agreement_id)
         if previous is not None:
-            batch.touch(repo.root_of(previous.account_id), _ref(event))
+            batch.touch_agreement(repo.root_of(previous["account_id"]), _ref(event), data.agreement_id)
 
     _on_contract_negotiated = _on_price_agreed
     _on_service_agreed = _on_price_agreed
 
     def _on_agreement_withdrawn(self, batch: _Batch, record: InputRecord, event: Event) -> None:
         repo, data = batch.repo, event.data
-        previous = repo.agreement(data.agreement_id)
-        if previous is not None and previous.version >= data.version:
+        previous = repo.get(t.agreements, data.agreement_id)
+        if previous is not None and previous["version"] >= data.version:
             batch.result.stale += 1
             return
-        values = dict(previous._mapping) if previous is not None else {"agreement_id": data.agreement_id}
-        values.update(version=data.version, kind="withdrawal")
-        repo.put_agreement(values)
+        values = dict(previous) if previous is not None else {
+            name: None for name in (*AGREEMENT_FIELDS, "valid_from", "valid_to", "price")}
+        values.update(agreement_id=data.agreement_id, version=data.version, kind="withdrawal")
+        repo.put(t.agreements, values)
         if previous is not None:
-            batch.touch(repo.root_of(previous.account_id), _ref(event))
+            batch.touch_agreement(repo.root_of(previous["account_id"]), _ref(event), data.agreement_id)
 
     def _on_promotion_launched(self, batch: _Batch, record: InputRecord, event: Event) -> None:
         repo, data = batch.repo, event.data
         stamp = (iso(event.time), event.id)
-        current = repo.promotion_stamp(data.promotion_id)
-        if current is not None and current >= stamp:
+        old = repo.get(t.promotions, data.promotion_id)
+        if old is not None and (old["event_time"], old["event_id"]) >= stamp:
             batch.result.stale += 1
             return
-        old = repo.conn.execute(t.promotions.select().where(t.promotions.c.promotion_id == data.promotion_id)).first()
-        repo.put_promotion(dict(
+        repo.put(t.promotions, dict(
             promotion_id=data.promotion_id, country=data.country, product_id=data.product_id, price=str(data.price),
             currency=data.currency, valid_from=_day(data.valid_from), valid_to=_day(data.valid_to),
             audience=data.audience, launched_by=data.launched_by, event_time=stamp[0], event_id=stamp[1]))
-        for country, product in {(data.country, data.product_id), *([(old.country, old.product_id)] if old else [])}:
-            for root in repo.roots_with_global_price(product, repo.accounts_in_country_roots(country)):
+        for country, product in {(data.country, data.product_id), *([(old["country"], old["product_id"])] if old else [])}:
+            for root in repo.key_accounts_undercut_in(country, product):
                 batch.touch(root, _ref(event))
 
     def _on_dunning_triggered(self, batch: _Batch, record: InputRecord, event: Event) -> None:
@@ -369,11 +425,11 @@ class Processor:
                        reason=f"{data.available_qty} available for {sum(o.qty for o in data.orders)} ordered; "
                               f"ranked by key-account tier, then order time", caused_by=_ref(event))
         stamp = (iso(event.time), event.id)
-        current = repo.shortage_stamp(data.item_id)
-        if current is not None and current >= stamp:
+        current = repo.get(t.shortages, data.item_id)
+        if current is not None and (current["event_time"], current["event_id"]) >= stamp:
             batch.result.stale += 1
             return
-        repo.put_shortage(data.item_id, *stamp)
+        repo.put(t.shortages, dict(item_id=data.item_id, event_time=stamp[0], event_id=stamp[1]))
         for old in repo.open_alerts_for("scarce_stock_allocation", data.item_id):
             self._change_status(batch, old, "resolved", _ref(event))
         teams = repo.teams({ka.account_id for ka in key_account_of_order.values()})
@@ -391,34 +447,44 @@ class Processor:
         if missing and repo.conn.dialect.name == "postgresql":
             lock_keys(repo.conn, missing)
             batch.locked.update(missing)
-            repo._accounts.clear()
-        roots = sorted(batch.dirty)
-        accounts_by_root, agreements_by_root, promotions_by_pair = repo.views_material(roots)
-        teams = repo.teams(roots)
-        existing = repo.conflict_alerts(roots, CONFLICT_RULES)
+            repo.forget_all()
+        whole = sorted(batch.whole)
+        partial = {root: ids for root, ids in batch.changed.items() if root not in batch.whole}
+        existing = repo.conflict_alerts(whole, CONFLICT_RULES)
+        existing.update(repo.conflict_alerts(partial, CONFLICT_RULES, {i for ids in partial.values() for i in ids}))
+        teams = repo.teams(batch.dirty)
         today = batch.now.date()
-        for root in roots:
-            caused_by = batch.dirty[root]
-            members = accounts_by_root.get(root, {})
-            findings: list[Finding] = []
-            key_account = members.get(root)
-            if key_account is not None and key_account.tier != "none":
-                promotions = tuple(p for (country, _), ps in promotions_by_pair.items() if country in
-                                   {a.country for a in members.values()} for p in ps)
-                view = KeyAccountView(key_account, members, teams[root], tuple(agreements_by_root.get(root, [])),
-                                      promotions)
-                findings = evaluate_key_account(view, today, self.settings.fallback_assignee)
-            self._reconcile(batch, existing.get(root, []), findings, caused_by)
+        for roots, changed in ((whole, None), (sorted(partial), partial)):
+            if not roots:
+                continue
+            accounts_by_root, agreements_by_root, promotions_by_pair = repo.views_material(roots, changed)
+            for root in roots:
+                members = accounts_by_root.get(root, {})
+                findings: list[Finding] = []
+                key_account = members.get(root)
+                if key_account is not None and key_account.tier != "none":
+                    countries = {a.country for a in members.values()}
+                    promotions = tuple(p for (country, _), ps in promotions_by_pair.items() if country in countries
+                                       for p in ps)
+                    view = KeyAccountView(key_account, members, teams[root], tuple(agreements_by_root.get(root, [])),
+                                          promotions)
+                    findings = evaluate_key_account(view, today, self.settings.fallback_assignee)
+                alerts = existing.get(root, [])
+                if changed is not None:
+                    ids = changed[root]
+                    findings = [f for f in findings if ids.intersection(f.evidence)]
+                    alerts = [a for a in alerts if ids.intersection(json.loads(a["evidence"]))]
+                self._reconcile(batch, alerts, findings, batch.dirty[root])
 
     def _reconcile(self, batch: _Batch, existing, findings: list[Finding], caused_by: str) -> None:
-        open_by_fingerprint = {a.fingerprint: a for a in existing if a.status not in CLOSED_STATUSES}
-        decided = {(a.fingerprint, a.versions) for a in existing if a.closed_by_decision}
+        open_by_fingerprint = {a["fingerprint"]: a for a in existing if a["status"] not in CLOSED_STATUSES}
+        decided = {(a["fingerprint"], a["versions"]) for a in existing if a["closed_by_decision"]}
         holding = set()
         for finding in findings:
             holding.add(finding.fingerprint)
             current = open_by_fingerprint.get(finding.fingerprint)
             if current is not None:
-                if current.versions != finding.versions:
+                if current["versions"] != finding.versions:
                     self._refresh_alert(batch, current, finding)
                 continue
             if (finding.fingerprint, finding.versions) not in decided:
@@ -434,47 +500,50 @@ class Processor:
         alert = repo.alert(data.alert_id)
         if alert is None:
             return self._dead_letter(batch, record, "unknown_alert", f"no alert {data.alert_id!r}")
-        team = repo.teams([alert.key_account_id])[alert.key_account_id]
+        team = repo.teams([alert["key_account_id"]])[alert["key_account_id"]]
         if not any(m.role in DECIDING_ROLES for m in team.roles_of(data.decided_by)):
             return self._dead_letter(batch, record, "unauthorized_decision",
                                      f"{data.decided_by!r} is not a KAM, senior KAM or executive sponsor "
-                                     f"of {alert.key_account_id}")
-        if alert.status in CLOSED_STATUSES:
-            return self._dead_letter(batch, record, "invalid_decision", f"alert {alert.alert_id} is already {alert.status}")
-        is_dunning = alert.rule == "key_account_dunning"
+                                     f"of {alert['key_account_id']}")
+        if alert["status"] in CLOSED_STATUSES:
+            return self._dead_letter(batch, record, "invalid_decision", f"alert {alert['alert_id']} is already {alert['status']}")
+        is_dunning = alert["rule"] == "key_account_dunning"
         if data.decision in ("release", "proceed") and not is_dunning:
             return self._dead_letter(batch, record, "invalid_decision",
-                                     f"{data.decision!r} applies to dunning alerts only, not {alert.rule}")
+                                     f"{data.decision!r} applies to dunning alerts only, not {alert['rule']}")
         status = {"acknowledge": "acknowledged", "resolve": "resolved", "waive": "waived"}.get(data.decision, "resolved")
         extra = {"closed_by_decision": status in CLOSED_STATUSES}
         if data.decision in ("release", "proceed"):
             extra["awaiting_decision"] = False
         self._change_status(batch, alert, status, _ref(event), **extra)
         if data.decision in ("release", "proceed"):
-            self._instruct(batch, kind="dunning", ref_id=alert.ref_id, action=data.decision,
-                           account_id=alert.account_id, key_account_id=alert.key_account_id,
+            self._instruct(batch, kind="dunning", ref_id=alert["ref_id"], action=data.decision,
+                           account_id=alert["account_id"], key_account_id=alert["key_account_id"],
                            reason=f"decided by {data.decided_by}" + (f": {data.comment}" if data.comment else ""),
-                           alert_id=alert.alert_id, decided_by=data.decided_by, caused_by=_ref(event),
+                           alert_id=alert["alert_id"], decided_by=data.decided_by, caused_by=_ref(event),
                            allocation=[])
 
     # -- outputs --------------------------------------------------------------------------
 
     def _open_alert(self, batch: _Batch, finding: Finding, caused_by: str, *, ref_id: str | None = None,
                     awaiting_decision: bool = False) -> str | None:
-        if ref_id is not None and batch.repo.open_alert_id(finding.fingerprint) is not None:
+        if ref_id is not None and any(a["fingerprint"] == finding.fingerprint
+                                      for a in batch.repo.open_alerts_for(finding.rule, ref_id)):
             return None  # one open alert per fingerprint: a repeated dunning or shortage adds none
         alert_id = str(uuid.uuid5(ALERT_NAMESPACE, f"{finding.fingerprint}#{caused_by}"))
         due = None
         if finding.severity in DUE_SEVERITIES:
             due = iso(batch.now + timedelta(seconds=self.settings.decision_window_s))
-        row = dict(
+        row = new_alert_row(
             alert_id=alert_id, fingerprint=finding.fingerprint, rule=finding.rule, severity=finding.severity,
             status="open", key_account_id=finding.key_account_id, account_id=finding.account_id, title=finding.title,
             detail=finding.detail, evidence=dumps(list(finding.evidence)), assignee=finding.assignee,
             recipients=dumps(list(finding.recipients)), due_at=due, caused_by=caused_by, created_at=batch.now_iso,
             updated_at=batch.now_iso, data=dumps(finding.data), versions=finding.versions,
             awaiting_decision=awaiting_decision, ref_id=ref_id)
-        batch.repo.insert_alert(row)
+        batch.repo.put(t.alerts, row)
+        for evidence_id in finding.evidence:
+            batch.repo.put(t.alert_evidence, {"alert_id": alert_id, "evidence_id": evidence_id})
         batch.emit("kam.alerts", finding.assignee, alert_message(row))
         return alert_id
 
@@ -484,20 +553,18 @@ class Processor:
         No message is published (kam.alerts carries status changes), but severity and due date now
         follow the current versions, so the outcome does not depend on the order versions arrived in.
         """
-        due = alert.due_at
+        due = alert["due_at"]
         if finding.severity not in DUE_SEVERITIES:
             due = None
         elif due is None:
             due = iso(batch.now + timedelta(seconds=self.settings.decision_window_s))
-        batch.repo.update_alert(alert.alert_id, severity=finding.severity, title=finding.title, detail=finding.detail,
-                                data=dumps(finding.data), versions=finding.versions, due_at=due,
-                                updated_at=batch.now_iso)
+        batch.repo.put(t.alerts, dict(alert, severity=finding.severity, title=finding.title, detail=finding.detail,
+                                      data=dumps(finding.data), versions=finding.versions, due_at=due,
+                                      updated_at=batch.now_iso))
 
     def _change_status(self, batch: _Batch, alert, status: str, caused_by: str, **extra) -> None:
-        row = dict(alert._mapping)
-        row.update(status=status, updated_at=batch.now_iso, caused_by=caused_by, **extra)
-        batch.repo.update_alert(alert.alert_id, status=status, updated_at=row["updated_at"], caused_by=caused_by,
-                                **extra)
+        row = dict(alert, status=status, updated_at=batch.now_iso, caused_by=caused_by, **extra)
+        batch.repo.put(t.alerts, row)
         batch.emit("kam.alerts", row["assignee"], alert_message(row))
 
     def _instruct(self, batch: _Batch, *, kind: str, ref_id: str, action: str, account_id: str | None,

@@ -54,10 +54,10 @@ class EscalationTimer:
                 target = escalation_target(teams[row.key_account_id], row.assignee, self.settings.fallback_assignee)
                 values = dict(row._mapping, status="escalated", escalated=True, assignee=target, updated_at=now_iso,
                               caused_by=f"onevoice/escalation/{row.alert_id}")
-                repo.update_alert(row.alert_id, status="escalated", escalated=True, assignee=target,
-                                  updated_at=now_iso, caused_by=values["caused_by"])
+                repo.put(t.alerts, values)
                 outbox.append({"topic": "kam.alerts", "key": target, "value": dumps(alert_message(values)),
                                "created_at": now_iso})
+            repo.flush()
             if outbox:
                 conn.execute(t.outbox.insert(), outbox)
                 stmt = insert_stmt(conn, t.counters)

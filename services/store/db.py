@@ -22,7 +22,7 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
         engine = create_engine(parsed.set(drivername="postgresql+psycopg"), pool_size=4, max_overflow=4,
-                               pool_pre_ping=True)
+                               pool_pre_ping=True, insertmanyvalues_page_size=1000)
     elif parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed.set(drivername="sqlite+pysqlite"),
                                connect_args={"timeout": 30, "check_same_thread": False})
@@ -76,13 +76,15 @@ def insert_stmt(conn: Connection, table):
 def lock_keys(conn: Connection, keys: Iterable[str]) -> None:
     """Serialise work on the same key accounts across processes until this transaction ends.
 
-    Keys are locked in sorted order so two processes never wait on each other in a cycle.
+    Keys are locked in one statement, in sorted order, so two processes never wait on each other in a cycle.
     SQLite needs nothing: BEGIN IMMEDIATE already made this the only writer.
     """
     if conn.dialect.name != "postgresql":
         return
-    for key in sorted(set(keys)):
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_id(key)})
+    ids = sorted({_lock_id(key) for key in keys})
+    if ids:
+        conn.execute(text("SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(CAST(:ids AS bigint[])) AS k "
+                          "ORDER BY k) AS sorted_keys"), {"ids": ids})
 
 
 def _lock_id(key: str) -> int:

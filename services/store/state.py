@@ -1,8 +1,9 @@
-"""Reading and writing the key-account state inside one batch transaction.
+"""Reading and writing the key-account state inside one batch transaction (a unit of work).
 
-The processor talks to this repository only; it turns rows into the domain values of
-`services.domain` and back, and keeps a per-transaction cache so one batch does not
-ask the database the same question twice.
+The processor talks to this repository only. Rows a batch needs are fetched in bulk up
+front (`prefetch`) into an identity map; changes go to the map and are written back in one
+bulk upsert per table (`flush`) just before any query that must see them. So a batch of
+thousands of events costs a handful of statements, not several per event.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy import Table, and_, false, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from services.domain import CLOSED_STATUSES, Account, Agreement, Promotion, Team, TeamMember
@@ -21,6 +22,18 @@ from services.store import tables as t
 from services.store.db import insert_stmt
 
 CHUNK = 500
+KEYS: dict[str, tuple[str, ...]] = {
+    "accounts": ("account_id",),
+    "team_members": ("account_id", "person_id", "role"),
+    "agreements": ("agreement_id",),
+    "promotions": ("promotion_id",),
+    "shortages": ("item_id",),
+    "alerts": ("alert_id",),
+    "alert_evidence": ("alert_id", "evidence_id"),
+}
+FLUSH_ORDER = (t.accounts, t.team_members, t.agreements, t.promotions, t.shortages, t.alerts, t.alert_evidence)
+ALERT_DEFAULTS = {"versions": "", "closed_by_decision": False, "escalated": False, "awaiting_decision": False,
+                  "ref_id": None, "due_at": None}
 
 
 def chunks(items: list, size: int = CHUNK):
@@ -32,8 +45,8 @@ def _date(value: str | None) -> date | None:
     return date.fromisoformat(value) if value else None
 
 
-def _account(row) -> Account:
-    return Account(row.account_id, row.name, row.parent_id, row.country, row.tier, row.root_id)
+def _account(row: dict) -> Account:
+    return Account(row["account_id"], row["name"], row["parent_id"], row["country"], row["tier"], row["root_id"])
 
 
 def _agreement(row) -> Agreement:
@@ -51,27 +64,103 @@ def _promotion(row) -> Promotion:
                      row.launched_by)
 
 
+def is_open(row: dict) -> bool:
+    return row["status"] not in CLOSED_STATUSES
+
+
 class StateRepository:
-    """The state of accounts, teams, agreements and promotions as seen from one transaction."""
+    """The state of accounts, teams, agreements, promotions and alerts as seen from one transaction."""
 
     def __init__(self, conn: Connection):
         self.conn = conn
-        self._accounts: dict[str, Account | None] = {}
+        self._rows: dict[str, dict[tuple, dict | None]] = defaultdict(dict)
+        self._pending: dict[str, dict[tuple, dict]] = defaultdict(dict)
+        self._teams: dict[str, Team] = {}
+        self._upserts: dict[str, object] = {}
+        self._has_children: dict[str, bool] = {}
+        self._alerts_by_ref: dict[tuple[str, str | None], set[str]] = defaultdict(set)
+        self._undercut: dict[tuple[str, str], set[str]] = {}
+
+    # -- identity map ---------------------------------------------------------------------
+
+    def prefetch(self, table: Table, keys: Iterable[tuple]) -> None:
+        """Load the rows of `keys` not yet known, in bulk; remember which do not exist."""
+        names = KEYS[table.name]
+        known = self._rows[table.name]
+        wanted = [k for k in set(keys) if k not in known and all(part is not None for part in k)]
+        columns = [table.c[n] for n in names]
+        for part in chunks(wanted):
+            clause = columns[0].in_([k[0] for k in part]) if len(names) == 1 else tuple_(*columns).in_(part)
+            for row in self.conn.execute(select(table).where(clause)):
+                mapping = dict(row._mapping)
+                known[tuple(mapping[n] for n in names)] = mapping
+        for key in wanted:
+            known.setdefault(key, None)
+
+    def get(self, table: Table, *key) -> dict | None:
+        if key not in self._rows[table.name]:
+            self.prefetch(table, [key])
+        return self._rows[table.name].get(key)
+
+    def put(self, table: Table, row: dict) -> None:
+        key = tuple(row[n] for n in KEYS[table.name])
+        self._rows[table.name][key] = row
+        self._pending[table.name][key] = row
+        if table is t.alerts:
+            self._alerts_by_ref[(row["rule"], row["ref_id"])].add(row["alert_id"])
+        elif table is t.accounts:
+            self._teams.clear()
+            if row["parent_id"] is not None:
+                self._has_children[row["parent_id"]] = True
+        elif table is t.team_members:
+            self._teams.pop(self.root_of(row["account_id"]), None)
+
+    def flush(self) -> None:
+        """Write every pending change, one bulk upsert per table."""
+        for table in FLUSH_ORDER:
+            pending = self._pending.pop(table.name, None)
+            if pending:
+                rows = list(pending.values())
+                for part in chunks(rows, 1000):
+                    self.conn.execute(self._upsert(table), part)
+
+    def _upsert(self, table: Table):
+        if table.name not in self._upserts:
+            stmt = insert_stmt(self.conn, table)
+            keys = KEYS[table.name]
+            others = {c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys}
+            self._upserts[table.name] = (stmt.on_conflict_do_update(index_elements=list(keys), set_=others)
+                                         if others else stmt.on_conflict_do_nothing(index_elements=list(keys)))
+        return self._upserts[table.name]
+
+    def forget_accounts(self, ids: Iterable[str]) -> None:
+        for account_id in ids:
+            self._rows["accounts"].pop((account_id,), None)
+        self._teams.clear()
+
+    def forget_all(self) -> None:
+        """Drop what was read before the locks were taken (it may be stale); pending writes stay."""
+        self.flush()
+        self._rows.clear()
+        self._teams.clear()
+        self._has_children.clear()
+        self._alerts_by_ref.clear()
+        self._undercut.clear()
 
     # -- accounts -------------------------------------------------------------------------
 
     def accounts(self, ids: Iterable[str]) -> dict[str, Account]:
         """Known accounts among `ids` (unknown ones are simply absent)."""
-        wanted = [i for i in set(ids) if i is not None and i not in self._accounts]
-        for part in chunks(wanted):
-            for row in self.conn.execute(select(t.accounts).where(t.accounts.c.account_id.in_(part))):
-                self._accounts[row.account_id] = _account(row)
-        for i in wanted:
-            self._accounts.setdefault(i, None)
-        return {i: self._accounts[i] for i in set(ids) if i is not None and self._accounts.get(i) is not None}
+        ids = [i for i in set(ids) if i is not None]
+        self.prefetch(t.accounts, [(i,) for i in ids])
+        rows = self._rows["accounts"]
+        return {i: _account(rows[(i,)]) for i in ids if rows.get((i,)) is not None}
 
     def account(self, account_id: str | None) -> Account | None:
-        return self.accounts([account_id]).get(account_id) if account_id else None
+        if account_id is None:
+            return None
+        row = self.get(t.accounts, account_id)
+        return _account(row) if row is not None else None
 
     def root_of(self, account_id: str | None) -> str | None:
         account = self.account(account_id)
@@ -85,11 +174,6 @@ class StateRepository:
         root = self.account(account.root_id)
         return root if root is not None and root.tier != "none" else None
 
-    def account_stamp(self, account_id: str) -> tuple[str, str] | None:
-        row = self.conn.execute(select(t.accounts.c.event_time, t.accounts.c.event_id)
-                                .where(t.accounts.c.account_id == account_id)).first()
-        return (row.event_time, row.event_id) if row else None
-
     def ancestors_reach(self, start: str | None, target: str) -> bool:
         """Whether walking up from `start` through known parents reaches `target` (a cycle in the making)."""
         seen = set()
@@ -102,8 +186,23 @@ class StateRepository:
             current = account.parent_id if account else None
         return False
 
+    def prefetch_children(self, account_ids: Iterable[str]) -> None:
+        """Learn in one query which of these accounts have stored children (most have none)."""
+        self.flush()
+        wanted = [i for i in set(account_ids) if i is not None and i not in self._has_children]
+        for part in chunks(wanted):
+            parents = set(self.conn.execute(select(t.accounts.c.parent_id).distinct()
+                                            .where(t.accounts.c.parent_id.in_(part))).scalars())
+            self._has_children.update({i: i in parents for i in part})
+
+    def _may_have_children(self, account_id: str) -> bool:
+        if account_id not in self._has_children:
+            self.prefetch_children([account_id])
+        return self._has_children[account_id]
+
     def subtree(self, account_id: str) -> list[str]:
         """The account and all its known descendants."""
+        self.flush()
         found, frontier = [account_id], [account_id]
         while frontier:
             rows = []
@@ -113,16 +212,8 @@ class StateRepository:
             found += frontier
         return found
 
-    def upsert_account(self, data, event_time: str, event_id: str) -> None:
-        values = dict(account_id=data.account_id, name=data.name, parent_id=data.parent_id, country=data.country,
-                      tier=data.tier, root_id=data.account_id, event_time=event_time, event_id=event_id)
-        stmt = insert_stmt(self.conn, t.accounts).values(**values)
-        self.conn.execute(stmt.on_conflict_do_update(index_elements=["account_id"],
-                                                     set_={k: v for k, v in values.items() if k != "account_id"}))
-        self._accounts.pop(data.account_id, None)
-
-    def reroot(self, account_id: str) -> dict[str, str]:
-        """Recompute the root of an account's subtree; returns the old roots of the re-rooted accounts."""
+    def root_through_parents(self, account_id: str) -> str:
+        """The topmost known ancestor (the account itself without a known parent)."""
         account = self.account(account_id)
         root = account_id
         seen = {account_id}
@@ -133,182 +224,215 @@ class StateRepository:
                 break
             root, parent = parent, known.parent_id
             seen.add(root)
+        return root
+
+    def reroot(self, account_id: str) -> dict[str, str]:
+        """Give an account (and its known descendants) the root its parent chain now leads to.
+
+        Returns the previous roots of the accounts whose root changed. Accounts without
+        children (nearly all) are settled in memory without a query.
+        """
+        root = self.root_through_parents(account_id)
+        row = self.get(t.accounts, account_id)
+        if not self._may_have_children(account_id):
+            if row["root_id"] == root:
+                return {}
+            self.put(t.accounts, dict(row, root_id=root))
+            return {account_id: row["root_id"]}
         members = self.subtree(account_id)
         old = {}
         for part in chunks(members):
             old.update({r.account_id: r.root_id for r in self.conn.execute(
                 select(t.accounts.c.account_id, t.accounts.c.root_id).where(t.accounts.c.account_id.in_(part)))})
             self.conn.execute(update(t.accounts).where(t.accounts.c.account_id.in_(part)).values(root_id=root))
-        for member in members:
-            self._accounts.pop(member, None)
-        return old
+        self.forget_accounts(members)
+        return {member: previous for member, previous in old.items() if previous != root}
 
-    def accounts_in_country_roots(self, country: str) -> set[str]:
-        rows = self.conn.execute(select(t.accounts.c.root_id).where(t.accounts.c.country == country).distinct())
-        return {r.root_id for r in rows}
+    def prefetch_undercut(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """For (country, product) pairs, the roots with an account in the country and a global price for the product.
+
+        Cached for the batch: an account or price added later in the batch judges its key account anyway.
+        """
+        wanted = sorted({p for p in pairs if p not in self._undercut})
+        if not wanted:
+            return
+        self.flush()
+        here, anywhere, price = t.accounts.alias("here"), t.accounts.alias("anywhere"), t.agreements
+        for pair in wanted:
+            self._undercut[pair] = set()
+        for part in chunks(wanted):
+            rows = self.conn.execute(
+                select(here.c.country, price.c.product_id, here.c.root_id).distinct()
+                .join(anywhere, anywhere.c.root_id == here.c.root_id)
+                .join(price, price.c.account_id == anywhere.c.account_id)
+                .where(tuple_(here.c.country, price.c.product_id).in_(part), price.c.kind == "price",
+                       price.c.scope == "global"))
+            for country, product_id, root_id in rows:
+                self._undercut[(country, product_id)].add(root_id)
+
+    def key_accounts_undercut_in(self, country: str, product_id: str) -> set[str]:
+        """Roots a promotion in `country` for `product_id` may undercut (see `prefetch_undercut`)."""
+        self.prefetch_undercut([(country, product_id)])
+        return self._undercut[(country, product_id)]
 
     # -- teams ----------------------------------------------------------------------------
 
-    def team_stamp(self, account_id: str, person_id: str, role: str) -> tuple[str, str] | None:
-        c = t.team_members.c
-        row = self.conn.execute(select(c.event_time, c.event_id).where(
-            c.account_id == account_id, c.person_id == person_id, c.role == role)).first()
-        return (row.event_time, row.event_id) if row else None
-
-    def put_team_member(self, data, present: bool, event_time: str, event_id: str) -> None:
-        values = dict(account_id=data.account_id, person_id=data.person_id, role=data.role, country=data.country,
-                      name=data.name, email=data.email, present=present, event_time=event_time, event_id=event_id)
-        stmt = insert_stmt(self.conn, t.team_members).values(**values)
-        keys = ("account_id", "person_id", "role")
-        self.conn.execute(stmt.on_conflict_do_update(index_elements=list(keys),
-                                                     set_={k: v for k, v in values.items() if k not in keys}))
-
     def teams(self, root_ids: Iterable[str]) -> dict[str, Team]:
         """The team of each key account: assignments naming any of its accounts, last writer wins per person+role."""
-        roots = list(set(root_ids))
-        latest: dict[str, dict[tuple[str, str], tuple]] = defaultdict(dict)
-        for part in chunks(roots):
-            rows = self.conn.execute(
-                select(t.accounts.c.root_id, t.team_members).join(
-                    t.accounts, t.accounts.c.account_id == t.team_members.c.account_id)
-                .where(t.accounts.c.root_id.in_(part)))
-            for row in rows:
-                slot = (row.person_id, row.role)
-                stamp = (row.event_time, row.event_id)
-                current = latest[row.root_id].get(slot)
-                if current is None or current[0] < stamp:
-                    latest[row.root_id][slot] = (stamp, row)
-        teams = {}
-        for root in roots:
-            members = tuple(TeamMember(r.person_id, r.role, r.country, r.name)
-                            for _, r in latest.get(root, {}).values() if r.present)
-            teams[root] = Team(members)
-        return teams
+        roots = set(root_ids)
+        missing = [r for r in roots if r not in self._teams]
+        if missing:
+            self.flush()
+            latest: dict[str, dict[tuple[str, str], tuple]] = defaultdict(dict)
+            for part in chunks(missing):
+                rows = self.conn.execute(
+                    select(t.accounts.c.root_id, t.team_members).join(
+                        t.accounts, t.accounts.c.account_id == t.team_members.c.account_id)
+                    .where(t.accounts.c.root_id.in_(part)))
+                for row in rows:
+                    slot = (row.person_id, row.role)
+                    stamp = (row.event_time, row.event_id)
+                    current = latest[row.root_id].get(slot)
+                    if current is None or current[0] < stamp:
+                        latest[row.root_id][slot] = (stamp, row)
+            for root in missing:
+                self._teams[root] = Team(tuple(TeamMember(r.person_id, r.role, r.country, r.name)
+                                               for _, r in latest.get(root, {}).values() if r.present))
+        return {root: self._teams[root] for root in roots}
 
     # -- agreements and promotions --------------------------------------------------------
 
-    def agreement(self, agreement_id: str):
-        return self.conn.execute(select(t.agreements).where(t.agreements.c.agreement_id == agreement_id)).first()
+    def views_material(self, root_ids: Iterable[str], changed: dict[str, set[str]] | None = None):
+        """Accounts, agreements and promotions of several key accounts, in a few bulk queries.
 
-    def agreements_rows(self, ids: Iterable[str]) -> dict[str, object]:
-        out = {}
-        for part in chunks(list(set(ids))):
-            out.update({r.agreement_id: r for r in self.conn.execute(
-                select(t.agreements).where(t.agreements.c.agreement_id.in_(part)))})
-        return out
-
-    def put_agreement(self, values: dict) -> None:
-        stmt = insert_stmt(self.conn, t.agreements).values(**values)
-        self.conn.execute(stmt.on_conflict_do_update(
-            index_elements=["agreement_id"], set_={k: v for k, v in values.items() if k != "agreement_id"}))
-
-    def promotion_stamp(self, promotion_id: str) -> tuple[str, str] | None:
-        c = t.promotions.c
-        row = self.conn.execute(select(c.event_time, c.event_id).where(c.promotion_id == promotion_id)).first()
-        return (row.event_time, row.event_id) if row else None
-
-    def put_promotion(self, values: dict) -> None:
-        stmt = insert_stmt(self.conn, t.promotions).values(**values)
-        self.conn.execute(stmt.on_conflict_do_update(
-            index_elements=["promotion_id"], set_={k: v for k, v in values.items() if k != "promotion_id"}))
-
-    def roots_with_global_price(self, product_id: str, roots: set[str]) -> set[str]:
-        """Which of `roots` hold a global price for the product: the key accounts a promotion may undercut."""
-        found = set()
-        for part in chunks(list(roots)):
-            rows = self.conn.execute(
-                select(t.accounts.c.root_id).distinct().join(t.agreements, t.agreements.c.account_id == t.accounts.c.account_id)
-                .where(t.agreements.c.product_id == product_id, t.agreements.c.kind == "price",
-                       t.agreements.c.scope == "global", t.accounts.c.root_id.in_(part)))
-            found.update(r.root_id for r in rows)
-        return found
-
-    def views_material(self, root_ids: Iterable[str]):
-        """Accounts, agreements and promotions of several key accounts in a few bulk queries."""
-        roots = list(set(root_ids))
+        With `changed` (root -> agreement ids), a root's agreements are limited to those that can
+        form a conflict with a changed one: the changed ones themselves, prices of the same
+        products, services of the same service ids, global contracts of the same types.
+        """
+        self.flush()
+        roots = sorted(set(root_ids))
         accounts_by_root: dict[str, dict[str, Account]] = defaultdict(dict)
         agreements_by_root: dict[str, list[Agreement]] = defaultdict(list)
+        a, g = t.accounts, t.agreements
         for part in chunks(roots):
-            for row in self.conn.execute(select(t.accounts).where(t.accounts.c.root_id.in_(part))):
-                account = _account(row)
-                accounts_by_root[row.root_id][row.account_id] = account
-                self._accounts[row.account_id] = account
-            for row in self.conn.execute(
-                    select(t.accounts.c.root_id, t.agreements).join(
-                        t.accounts, t.accounts.c.account_id == t.agreements.c.account_id)
-                    .where(t.accounts.c.root_id.in_(part))):
-                agreements_by_root[row.root_id].append(_agreement(row))
+            for row in self.conn.execute(select(a).where(a.c.root_id.in_(part))):
+                mapping = dict(row._mapping)
+                self._rows["accounts"][(row.account_id,)] = mapping
+                accounts_by_root[row.root_id][row.account_id] = _account(mapping)
+            query = select(a.c.root_id, g).join(a, a.c.account_id == g.c.account_id).where(a.c.root_id.in_(part))
+            related = _related_filter(self, part, changed) if changed is not None else None
+            if related is not None:
+                query = query.where(related[0])
+            for row in self.conn.execute(query):
+                if related is None or related[1](row):
+                    agreements_by_root[row.root_id].append(_agreement(row))
         wanted = set()
         for root in roots:
-            products = {a.product_id for a in agreements_by_root[root] if a.kind == "price" and a.scope == "global"}
-            countries = {a.country for a in accounts_by_root[root].values()}
+            products = {x.product_id for x in agreements_by_root[root] if x.kind == "price" and x.scope == "global"}
+            countries = {x.country for x in accounts_by_root[root].values()}
             wanted.update((c, p) for c in countries for p in products)
         promotions_by_pair: dict[tuple[str, str], list[Promotion]] = defaultdict(list)
-        for part in chunks(sorted(wanted)):
-            c = t.promotions.c
-            for row in self.conn.execute(select(t.promotions).where(tuple_(c.country, c.product_id).in_(part))):
-                promotions_by_pair[(row.country, row.product_id)].append(_promotion(row))
+        countries, products = sorted({c for c, _ in wanted}), sorted({p for _, p in wanted})
+        c = t.promotions.c
+        for part in chunks(products):
+            for row in self.conn.execute(select(t.promotions).where(c.country.in_(countries), c.product_id.in_(part))):
+                if (row.country, row.product_id) in wanted:
+                    promotions_by_pair[(row.country, row.product_id)].append(_promotion(row))
         return accounts_by_root, agreements_by_root, promotions_by_pair
 
     # -- alerts ---------------------------------------------------------------------------
 
-    def conflict_alerts(self, root_ids: Iterable[str], rules: Iterable[str]):
-        """Open alerts of these rules, and those closed by a decision (they suppress a re-raise)."""
+    def _remember_alerts(self, rows) -> list[dict]:
+        """Put fetched alert rows into the identity map, keeping any newer version already there."""
+        out = []
+        known = self._rows["alerts"]
+        for row in rows:
+            key = (row.alert_id,)
+            if known.get(key) is None:
+                known[key] = dict(row._mapping)
+                self._alerts_by_ref[(row.rule, row.ref_id)].add(row.alert_id)
+            out.append(known[key])
+        return out
+
+    def conflict_alerts(self, root_ids: Iterable[str], rules: Iterable[str],
+                        evidence: Iterable[str] | None = None) -> dict[str, list[dict]]:
+        """Open alerts of these rules, and those closed by a decision (they suppress a re-raise).
+
+        With `evidence`, only the alerts resting on one of those agreement or promotion ids.
+        """
+        self.flush()
         c = t.alerts.c
         out = defaultdict(list)
-        for part in chunks(list(set(root_ids))):
-            rows = self.conn.execute(select(t.alerts).where(
+        evidence = sorted(set(evidence)) if evidence is not None else None
+        for part in chunks(sorted(set(root_ids))):
+            query = select(t.alerts).where(
                 c.key_account_id.in_(part), c.rule.in_(list(rules)),
-                or_(c.status.not_in(list(CLOSED_STATUSES)), c.closed_by_decision == True)))  # noqa: E712
-            for row in rows:
-                out[row.key_account_id].append(row)
+                or_(c.status.not_in(list(CLOSED_STATUSES)), c.closed_by_decision == True))  # noqa: E712
+            if evidence is not None:
+                query = query.where(c.alert_id.in_(select(t.alert_evidence.c.alert_id).where(
+                    t.alert_evidence.c.evidence_id.in_(evidence))))
+            for mapping in self._remember_alerts(self.conn.execute(query)):
+                out[mapping["key_account_id"]].append(mapping)
         return out
+
+    def prefetch_open_alerts(self, rule: str, ref_ids: Iterable[str]) -> None:
+        """Load the open alerts of a rule for these references (dunning ids, stock items)."""
+        self.flush()
+        c = t.alerts.c
+        for part in chunks(list(set(ref_ids))):
+            self._remember_alerts(self.conn.execute(select(t.alerts).where(
+                c.rule == rule, c.ref_id.in_(part), c.status.not_in(list(CLOSED_STATUSES)))))
+
+    def open_alerts_for(self, rule: str, ref_id: str) -> list[dict]:
+        """Open alerts of a rule about one reference (after `prefetch_open_alerts` for it)."""
+        rows = (self._rows["alerts"][(alert_id,)] for alert_id in sorted(self._alerts_by_ref.get((rule, ref_id), ())))
+        return [row for row in rows if is_open(row)]
+
+    def alert(self, alert_id: str) -> dict | None:
+        return self.get(t.alerts, alert_id)
+
+    def alerts_key_accounts(self, alert_ids: Iterable[str]) -> dict[str, str]:
+        self.prefetch(t.alerts, [(i,) for i in alert_ids])
+        return {k[0]: row["key_account_id"] for k, row in self._rows["alerts"].items() if row is not None}
 
     def key_accounts_with_open_alerts(self, rules: Iterable[str]) -> list[str]:
         c = t.alerts.c
         return sorted(self.conn.execute(select(c.key_account_id).distinct().where(
             c.rule.in_(list(rules)), c.status.not_in(list(CLOSED_STATUSES)))).scalars())
 
-    def open_alerts_for(self, rule: str, ref_id: str):
-        c = t.alerts.c
-        return self.conn.execute(select(t.alerts).where(
-            c.rule == rule, c.ref_id == ref_id, c.status.not_in(list(CLOSED_STATUSES)))).all()
 
-    def open_alert_id(self, fingerprint: str) -> str | None:
-        c = t.alerts.c
-        return self.conn.execute(select(c.alert_id).where(
-            c.fingerprint == fingerprint, c.status.not_in(list(CLOSED_STATUSES)))).scalar()
+def _related_filter(repo: StateRepository, roots: list[str], changed: dict[str, set[str]]):
+    """A SQL pre-filter and an exact per-row test for the agreements related to the changed ones."""
+    g = t.agreements.c
+    ids = {i for root in roots for i in changed.get(root, ())}
+    rows = [repo.get(t.agreements, i) for i in ids]
+    rows = [r for r in rows if r is not None]
+    products = {(r["product_id"]) for r in rows if r["product_id"]}
+    services = {(r["service_id"]) for r in rows if r["service_id"]}
+    contract_types = {(r["contract_type"]) for r in rows if r["contract_type"]}
+    by_root = {root: {"ids": changed.get(root, set())} for root in roots}
+    for root in roots:
+        mine = [r for r in rows if r["agreement_id"] in by_root[root]["ids"]]
+        by_root[root]["products"] = {r["product_id"] for r in mine if r["product_id"]}
+        by_root[root]["services"] = {r["service_id"] for r in mine if r["service_id"]}
+        by_root[root]["contract_types"] = {r["contract_type"] for r in mine if r["contract_type"]}
+    clause = or_(g.agreement_id.in_(sorted(ids)),
+                 g.product_id.in_(sorted(products)) if products else false(),
+                 g.service_id.in_(sorted(services)) if services else false(),
+                 and_(g.scope == "global", g.contract_type.in_(sorted(contract_types))) if contract_types else false())
 
-    def alert(self, alert_id: str):
-        return self.conn.execute(select(t.alerts).where(t.alerts.c.alert_id == alert_id)).first()
+    def test(row) -> bool:
+        mine = by_root[row.root_id]
+        return (row.agreement_id in mine["ids"] or (row.product_id is not None and row.product_id in mine["products"])
+                or (row.service_id is not None and row.service_id in mine["services"])
+                or (row.scope == "global" and row.contract_type in mine["contract_types"]))
 
-    def alerts_key_accounts(self, alert_ids: Iterable[str]) -> dict[str, str]:
-        out = {}
-        for part in chunks(list(set(alert_ids))):
-            out.update({r.alert_id: r.key_account_id for r in self.conn.execute(
-                select(t.alerts.c.alert_id, t.alerts.c.key_account_id).where(t.alerts.c.alert_id.in_(part)))})
-        return out
+    return clause, test
 
-    def insert_alert(self, values: dict) -> None:
-        self.conn.execute(t.alerts.insert().values(**values))
 
-    def update_alert(self, alert_id: str, **values) -> None:
-        self.conn.execute(update(t.alerts).where(t.alerts.c.alert_id == alert_id).values(**values))
-
-    # -- shortages ------------------------------------------------------------------------
-
-    def shortage_stamp(self, item_id: str) -> tuple[str, str] | None:
-        row = self.conn.execute(select(t.shortages).where(t.shortages.c.item_id == item_id)).first()
-        return (row.event_time, row.event_id) if row else None
-
-    def put_shortage(self, item_id: str, event_time: str, event_id: str) -> None:
-        stmt = insert_stmt(self.conn, t.shortages).values(item_id=item_id, event_time=event_time, event_id=event_id)
-        self.conn.execute(stmt.on_conflict_do_update(index_elements=["item_id"],
-                                                     set_={"event_time": event_time, "event_id": event_id}))
+def new_alert_row(**values) -> dict:
+    return {**ALERT_DEFAULTS, **values}
 
 
 def dumps(value) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=False, default=str)
-
-
-__all__ = ["StateRepository", "dumps", "chunks", "and_"]
+    return json.dumps(value, separators=(",", ":"), default=str)

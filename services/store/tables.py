@@ -172,3 +172,14 @@ class LeaseRow(SQLModel, table=True):
 
 
 leases = LeaseRow.__table__
+
+
+class AlertEvidenceRow(SQLModel, table=True):
+    """Which agreements and promotions an alert rests on, so a change finds its alerts by index."""
+
+    __tablename__ = "alert_evidence"
+    alert_id: str = Field(primary_key=True, max_length=64)
+    evidence_id: str = Field(primary_key=True, index=True, max_length=128)
+
+
+alert_evidence = AlertEvidenceRow.__table__

@@ -104,3 +104,18 @@ def test_an_expired_agreement_resolves_its_conflict_at_the_daily_review(sqlite_u
     assert processor.rejudge(["K"]) == 1
     statuses = [(a["fingerprint"], a["status"]) for a in _outbox(engine, "kam.alerts")]
     assert statuses == [("duplicate_global_contract:K:C1|C2", "open"), ("duplicate_global_contract:K:C1|C2", "resolved")]
+
+
+def test_when_every_event_fails_the_processor_stops_instead_of_dead_lettering_everything(sqlite_url, monkeypatch):
+    import pytest
+
+    engine, processor = _processor(sqlite_url)
+
+    def always_broken(self, batch, record, event):
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(Processor, "_on_account_upserted", always_broken)
+    records = [InputRecord("crm.accounts", 0, i, None, _event(f"b{i}", f"X{i}")) for i in range(40)]
+    with pytest.raises(RuntimeError):
+        processor.process(records)
+    assert len(_outbox(engine, "kam.dlq")) == 20
