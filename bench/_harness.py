@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import socket
 import sys
 import tempfile
@@ -48,6 +49,7 @@ def broker(bootstrap: str | None):
         yield address
     finally:
         stop_broker(data_dir, port)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
