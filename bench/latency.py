@@ -14,11 +14,15 @@ kam.instructions (same process, same monotonic clock). Prints p50/p95/p99/max.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
 import asyncio
 import json
 import logging
 import statistics
 import time
+from datetime import datetime
 
 import _harness as h
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -32,6 +36,11 @@ from workload import generate
 
 PARTITIONS = 6
 TICK_S = 0.005
+
+
+applied_at: dict[str, datetime] = {}  # when the service's transaction began (instruction created_at)
+published_at: dict[str, float] = {}  # Kafka timestamp of the instruction (relay send time)
+sent_wall: dict[str, float] = {}
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -55,11 +64,44 @@ async def tail_instructions(bootstrap: str, sent: dict[str, float], arrived: dic
             now = time.monotonic()
             for messages in fetched.values():
                 for m in messages:
-                    ref = json.loads(m.value).get("ref_id")
+                    instruction = json.loads(m.value)
+                    ref = instruction.get("ref_id")
                     if ref in sent and ref not in arrived:
+                        applied_at[ref] = datetime.fromisoformat(instruction["created_at"].replace("Z", "+00:00"))
+                        published_at[ref] = m.timestamp / 1000
                         arrived[ref] = now
     finally:
         await consumer.stop()
+
+
+class ServiceProcess:
+    """`onevoice run` as its own process, as in production, so the load generator does not share its GIL."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.ready = asyncio.Event()
+        self.process = None
+
+    async def run(self) -> None:
+        env = {**os.environ, "ONEVOICE_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
+               "ONEVOICE_DATABASE_URL": self.settings.database_url, "ONEVOICE_GROUP_ID": self.settings.group_id,
+               "ONEVOICE_PARTITIONS": str(self.settings.partitions), "ONEVOICE_TIMER_INTERVAL_S": "5"}
+        extra = ["-v"] if os.environ.get("BENCH_VERBOSE") else []
+        self.process = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", "run", *extra, env=env,
+                                                            stderr=asyncio.subprocess.PIPE)
+        while True:
+            line = await self.process.stderr.readline()
+            if not line:
+                break
+            if b"consuming" in line:
+                self.ready.set()
+            if extra and b"onevoice" in line:
+                sys.stderr.write(line.decode())
+        await self.process.wait()
+
+    def request_stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
 
 
 async def main(args) -> None:
@@ -74,8 +116,9 @@ async def main(args) -> None:
                 dunning_of[i] = event["data"]["dunning_id"]
         group = h.unique("bench-latency-")
         await start_group_at(bootstrap, group, await end_offsets(bootstrap, INPUT_TOPICS))
-        service = Service(Settings(kafka_bootstrap=bootstrap, database_url=url, group_id=group,
-                                   partitions=PARTITIONS, ops_interval_s=10, timer_interval_s=5))
+        settings = Settings(kafka_bootstrap=bootstrap, database_url=url, group_id=group, partitions=PARTITIONS,
+                            ops_interval_s=10, timer_interval_s=5)
+        service = ServiceProcess(settings) if not args.in_process else Service(settings)
         task = asyncio.create_task(service.run())
         sent: dict[str, float] = {}
         arrived: dict[str, float] = {}
@@ -96,6 +139,7 @@ async def main(args) -> None:
                     topic, key, value = messages[i]
                     if i in dunning_of:
                         sent[dunning_of[i]] = time.monotonic()
+                        sent_wall[dunning_of[i]] = time.time()
                     futures.append(await producer.send(topic, value, key=key))
                     i += 1
                 await asyncio.sleep(TICK_S)
@@ -121,6 +165,13 @@ async def main(args) -> None:
         print(f"{'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} {'mean':>8}  (ms, produce -> instruction received)")
         print(f"{percentile(latencies, 50):>8.1f} {percentile(latencies, 95):>8.1f} {percentile(latencies, 99):>8.1f} "
               f"{max(latencies):>8.1f} {statistics.fmean(latencies):>8.1f}")
+        refs = [d for d in sent if d in arrived]
+        legs = {
+            "produce -> applied": [(applied_at[d].timestamp() - sent_wall[d]) * 1000 for d in refs],
+            "applied -> published": [(published_at[d] - applied_at[d].timestamp()) * 1000 for d in refs],
+        }
+        for name, values in legs.items():
+            print(f"  {name:22s} p50 {percentile(values, 50):7.1f}  p99 {percentile(values, 99):7.1f} ms")
 
 
 if __name__ == "__main__":
@@ -131,5 +182,8 @@ if __name__ == "__main__":
     parser.add_argument("--settle", type=float, default=60, help="max seconds to wait for the last instructions")
     parser.add_argument("--bootstrap")
     parser.add_argument("--database-url")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the service in this process (shares the event loop and GIL with the load generator "
+                             "and the measuring consumer, which inflates latency); default: an `onevoice run` process")
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(main(parser.parse_args()))

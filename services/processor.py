@@ -91,7 +91,7 @@ class _Batch:
             self.whole.add(root_id)
 
     def touch_agreement(self, root_id: str | None, caused_by: str, agreement_id: str) -> None:
-        """Only this agreement of the key account changed: judge the conflicts it can take part in."""
+        """Only this agreement (or promotion) changed: judge the conflicts it can take part in."""
         if root_id is not None:
             self.dirty[root_id] = caused_by
             self.changed.setdefault(root_id, set()).add(agreement_id)
@@ -227,8 +227,11 @@ class Processor:
                 fresh.append(pair)
         return fresh
 
-    def _prefetch(self, batch: _Batch, events: list[Event]) -> set[str]:
-        """Load in bulk every row the batch's events will read; returns the lock keys they touch."""
+    def _prefetch(self, batch: _Batch, events: list[Event], *, complete: bool = True) -> set[str]:
+        """Load in bulk the rows the batch's events will read; returns the lock keys they touch.
+
+        With `complete=False` only what the lock keys depend on is read.
+        """
         repo = batch.repo
         account_ids, team_keys, agreement_ids, promotion_ids, item_ids, dunning_ids, alert_ids = (
             set(), set(), set(), set(), set(), set(), set())
@@ -256,24 +259,26 @@ class Processor:
         account_ids.update(row["account_id"] for i in agreement_ids
                            if (row := repo.get(t.agreements, i)) and row["account_id"])
         known = repo.accounts(account_ids)
-        repo.accounts({a.root_id for a in known.values()})
-        repo.prefetch(t.team_members, team_keys)
-        repo.prefetch(t.promotions, [(i,) for i in promotion_ids])
-        repo.prefetch(t.shortages, [(i,) for i in item_ids])
-        repo.prefetch(t.alerts, [(i,) for i in alert_ids])
-        repo.prefetch_open_alerts("key_account_dunning", dunning_ids)
-        repo.prefetch_open_alerts("scarce_stock_allocation", item_ids)
         keys.update(a.root_id for a in known.values())
         keys.update(account_ids - set(known))
-        decided = repo.alerts_key_accounts(alert_ids)
+        decided = repo.alerts_key_accounts(alert_ids)  # prefetches the decided alerts
         keys.update(decided.values())
         promotions = [(e.data.country, e.data.product_id) for e in events if e.type == "promotion.launched"]
         repo.prefetch_undercut(promotions)
         for country, product_id in promotions:
             keys.update(repo.key_accounts_undercut_in(country, product_id))
+        if not complete:
+            return keys
+        repo.accounts({a.root_id for a in known.values()})
+        repo.prefetch(t.team_members, team_keys)
+        repo.prefetch(t.promotions, [(i,) for i in promotion_ids])
+        repo.prefetch(t.shortages, [(i,) for i in item_ids])
+        repo.prefetch_open_alerts("key_account_dunning", dunning_ids)
+        repo.prefetch_open_alerts("scarce_stock_allocation", item_ids)
         repo.prefetch_children({e.data.account_id for e in events if e.type == "account.upserted"})
-        roots_needing_teams = {a.root_id for a in known.values()} | set(decided.values())
-        repo.teams(roots_needing_teams)
+        exception_accounts = {e.data.account_id for e in events if e.type == "dunning.triggered"}
+        exception_accounts.update(o.account_id for e in events if e.type == "stock.shortage" for o in e.data.orders)
+        repo.teams({known[a].root_id for a in exception_accounts if a in known} | set(decided.values()))
         return keys
 
     def _lock_touched(self, batch: _Batch, events: list[Event]) -> None:
@@ -281,8 +286,9 @@ class Processor:
 
         What was read before the locks were held may be stale, so it is read again after.
         """
-        keys = self._prefetch(batch, events)
-        if batch.repo.conn.dialect.name != "postgresql" or not events:
+        postgres = batch.repo.conn.dialect.name == "postgresql" and bool(events)
+        keys = self._prefetch(batch, events, complete=not postgres)
+        if not postgres:
             return
         lock_keys(batch.repo.conn, keys)
         batch.locked.update(keys)
@@ -391,7 +397,7 @@ class Processor:
             audience=data.audience, launched_by=data.launched_by, event_time=stamp[0], event_id=stamp[1]))
         for country, product in {(data.country, data.product_id), *([(old["country"], old["product_id"])] if old else [])}:
             for root in repo.key_accounts_undercut_in(country, product):
-                batch.touch(root, _ref(event))
+                batch.touch_agreement(root, _ref(event), data.promotion_id)
 
     def _on_dunning_triggered(self, batch: _Batch, record: InputRecord, event: Event) -> None:
         repo, data = batch.repo, event.data

@@ -22,6 +22,7 @@ from services.store import tables as t
 from services.store.db import insert_stmt
 
 CHUNK = 500
+_UPSERTS: dict[tuple[str, str], object] = {}  # one compiled upsert per dialect and table, shared by all batches
 KEYS: dict[str, tuple[str, ...]] = {
     "accounts": ("account_id",),
     "team_members": ("account_id", "person_id", "role"),
@@ -76,7 +77,6 @@ class StateRepository:
         self._rows: dict[str, dict[tuple, dict | None]] = defaultdict(dict)
         self._pending: dict[str, dict[tuple, dict]] = defaultdict(dict)
         self._teams: dict[str, Team] = {}
-        self._upserts: dict[str, object] = {}
         self._has_children: dict[str, bool] = {}
         self._alerts_by_ref: dict[tuple[str, str | None], set[str]] = defaultdict(set)
         self._undercut: dict[tuple[str, str], set[str]] = {}
@@ -125,13 +125,14 @@ class StateRepository:
                     self.conn.execute(self._upsert(table), part)
 
     def _upsert(self, table: Table):
-        if table.name not in self._upserts:
+        key = (self.conn.dialect.name, table.name)
+        if key not in _UPSERTS:
             stmt = insert_stmt(self.conn, table)
             keys = KEYS[table.name]
             others = {c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys}
-            self._upserts[table.name] = (stmt.on_conflict_do_update(index_elements=list(keys), set_=others)
-                                         if others else stmt.on_conflict_do_nothing(index_elements=list(keys)))
-        return self._upserts[table.name]
+            _UPSERTS[key] = (stmt.on_conflict_do_update(index_elements=list(keys), set_=others)
+                             if others else stmt.on_conflict_do_nothing(index_elements=list(keys)))
+        return _UPSERTS[key]
 
     def forget_accounts(self, ids: Iterable[str]) -> None:
         for account_id in ids:
@@ -369,8 +370,12 @@ class StateRepository:
                 c.key_account_id.in_(part), c.rule.in_(list(rules)),
                 or_(c.status.not_in(list(CLOSED_STATUSES)), c.closed_by_decision == True))  # noqa: E712
             if evidence is not None:
-                query = query.where(c.alert_id.in_(select(t.alert_evidence.c.alert_id).where(
-                    t.alert_evidence.c.evidence_id.in_(evidence))))
+                # Driven from the evidence index: a key account may have many alerts, a change touches few.
+                e = t.alert_evidence.c
+                query = (select(t.alerts).join(t.alert_evidence, e.alert_id == c.alert_id)
+                         .where(e.evidence_id.in_(evidence), c.key_account_id.in_(part), c.rule.in_(list(rules)),
+                                or_(c.status.not_in(list(CLOSED_STATUSES)), c.closed_by_decision == True))  # noqa: E712
+                         .distinct())
             for mapping in self._remember_alerts(self.conn.execute(query)):
                 out[mapping["key_account_id"]].append(mapping)
         return out
@@ -405,17 +410,17 @@ def _related_filter(repo: StateRepository, roots: list[str], changed: dict[str, 
     """A SQL pre-filter and an exact per-row test for the agreements related to the changed ones."""
     g = t.agreements.c
     ids = {i for root in roots for i in changed.get(root, ())}
-    rows = [repo.get(t.agreements, i) for i in ids]
-    rows = [r for r in rows if r is not None]
+    rows = [repo.get(t.agreements, i) or repo.get(t.promotions, i) for i in ids]
+    rows = [dict(r, agreement_id=r.get("agreement_id") or r["promotion_id"]) for r in rows if r is not None]
     products = {(r["product_id"]) for r in rows if r["product_id"]}
-    services = {(r["service_id"]) for r in rows if r["service_id"]}
-    contract_types = {(r["contract_type"]) for r in rows if r["contract_type"]}
+    services = {(r["service_id"]) for r in rows if r.get("service_id")}
+    contract_types = {(r["contract_type"]) for r in rows if r.get("contract_type")}
     by_root = {root: {"ids": changed.get(root, set())} for root in roots}
     for root in roots:
         mine = [r for r in rows if r["agreement_id"] in by_root[root]["ids"]]
         by_root[root]["products"] = {r["product_id"] for r in mine if r["product_id"]}
-        by_root[root]["services"] = {r["service_id"] for r in mine if r["service_id"]}
-        by_root[root]["contract_types"] = {r["contract_type"] for r in mine if r["contract_type"]}
+        by_root[root]["services"] = {r["service_id"] for r in mine if r.get("service_id")}
+        by_root[root]["contract_types"] = {r["contract_type"] for r in mine if r.get("contract_type")}
     clause = or_(g.agreement_id.in_(sorted(ids)),
                  g.product_id.in_(sorted(products)) if products else false(),
                  g.service_id.in_(sorted(services)) if services else false(),
