@@ -12,6 +12,7 @@ import os
 import signal
 import time
 import socket
+import threading
 import uuid
 from datetime import datetime
 
@@ -53,6 +54,8 @@ class Service:
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
+        if self.stop.is_set():  # asked to stop before it started: nothing to finish
+            return
         await asyncio.to_thread(create_tables, self.engine)
         await ensure_topics(self.settings.kafka_bootstrap, self.settings.partitions)
         self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, enable_idempotence=True,
@@ -60,10 +63,13 @@ class Service:
         self.consumer = AIOKafkaConsumer(
             *INPUT_TOPICS, bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.settings.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_bytes=MAX_FETCH_BYTES,
-            max_partition_fetch_bytes=MAX_FETCH_BYTES // 4, client_id=self.instance)
+            max_partition_fetch_bytes=MAX_FETCH_BYTES // 4, client_id=self.instance,
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=max(300, self.settings.session_timeout_ms // 3))
         await self.producer.start()
         await self.consumer.start()
-        self.relay = OutboxRelay(self.engine, self.producer, instance=self.instance, clock=self.clock)
+        self.relay = OutboxRelay(self.engine, self.producer, instance=self.instance, clock=self.clock,
+                                 lease_ttl_s=self.settings.relay_lease_s)
         ops = OpsReporter(self, self.producer)
         tasks = [asyncio.create_task(self.relay.run(self.stop), name="outbox-relay"),
                  asyncio.create_task(self._escalate_forever(), name="escalation"),
@@ -156,12 +162,14 @@ class Service:
         self.stop.set()
 
 
-async def run_service(settings: Settings) -> None:
+async def run_service(settings: Settings, stop_early: threading.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT, then finish the batch in hand, commit, and leave the group."""
     service = Service(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.request_stop)
+    if stop_early is not None and stop_early.is_set():
+        service.request_stop()
     await service.run()
 
 

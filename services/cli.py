@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-import tempfile
-import time
-import uuid
+import signal
+import sys
+import threading
+
+# `onevoice run` must treat a SIGTERM as a clean stop from its first instant, even while the
+# heavier imports below are still loading; other commands keep the default behaviour.
+STOP_EARLY = threading.Event()
+if sys.argv[1:2] == ["run"]:
+    for _sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(_sig, lambda *_: STOP_EARLY.set())
+
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
 from pathlib import Path
 from typing import Annotated
 
@@ -44,10 +55,12 @@ def run(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug log
     Creates missing topics and tables at start. Start several with the same ONEVOICE_GROUP_ID and
     ONEVOICE_DATABASE_URL to share the work.
     """
+    for sig in (signal.SIGTERM, signal.SIGINT):  # also when run() is called without the early hook above
+        signal.signal(sig, lambda *_: STOP_EARLY.set())
     from consumers.service import run_service
 
     _logging(verbose)
-    asyncio.run(run_service(Settings()))
+    asyncio.run(run_service(Settings(), stop_early=STOP_EARLY))
 
 
 @app.command()

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port; 0 disables the endpoint")
     max_batch: int = Field(2000, ge=1)
     timer_interval_s: float = Field(0.5, gt=0)
+    session_timeout_ms: int = Field(10000, ge=1000, description="how soon a crashed member leaves the group "
+                                    "(the broker's group.min.session.timeout.ms, 6000 by default, is the floor)")
+    relay_lease_s: float = Field(10.0, gt=0, description="how soon another process takes over a crashed relay")
 
 
 @lru_cache

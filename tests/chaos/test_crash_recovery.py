@@ -161,6 +161,12 @@ class ServiceProcess:
         self.proc.wait(30)
 
     def terminate(self, timeout: float = 60) -> int:
+        """A clean stop (SIGTERM) once the process is up; a signal during interpreter start-up would just kill it."""
+        deadline = time.monotonic() + timeout
+        while "consuming" not in self.log_path.read_text(errors="replace").split("===== start #")[-1]:
+            if not self.alive() or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
@@ -219,7 +225,9 @@ async def run_once(label: str, *, bootstrap: str, postgres_url: str, tmp_path: P
     with fresh_database(postgres_url) as (url, engine):
         env = {**os.environ, "ONEVOICE_KAFKA_BOOTSTRAP": bootstrap, "ONEVOICE_DATABASE_URL": url,
                "ONEVOICE_GROUP_ID": group, "ONEVOICE_DECISION_WINDOW_S": "31536000", "ONEVOICE_PARTITIONS": "6",
-               "ONEVOICE_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"}
+               "ONEVOICE_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1",
+               # a killed member leaves the group (and the relay lease) in seconds, not the default 10 s
+               "ONEVOICE_SESSION_TIMEOUT_MS": "6000", "ONEVOICE_RELAY_LEASE_S": "3"}
         service = ServiceProcess(env, tmp_path / f"{label}.log")
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
@@ -249,7 +257,7 @@ async def run_once(label: str, *, bootstrap: str, postgres_url: str, tmp_path: P
                     if not service.alive():
                         raise AssertionError(f"service exited with {service.proc.returncode}:\n{service.tail()}")
                     await asyncio.sleep(0.1)
-                delay = rng.uniform(0.5, 4.0)
+                delay = rng.uniform(0.2, 1.5)  # short enough that the kills land while there is work
                 await asyncio.sleep(delay)
                 done = await finished(admin, group, end, engine)
                 kills_during_work += not done
