@@ -69,7 +69,7 @@ class Service:
         await self.producer.start()
         await self.consumer.start()
         self.relay = OutboxRelay(self.engine, self.producer, instance=self.instance, clock=self.clock,
-                                 lease_ttl_s=self.settings.relay_lease_s)
+                                 bootstrap=self.settings.kafka_bootstrap, lease_ttl_s=self.settings.relay_lease_s)
         ops = OpsReporter(self, self.producer)
         tasks = [asyncio.create_task(self.relay.run(self.stop), name="outbox-relay"),
                  asyncio.create_task(self._escalate_forever(), name="escalation"),

@@ -2,8 +2,11 @@
 
 Only the holder of the `outbox-relay` lease publishes, so outputs of one alert keep their
 order even with several processes. The producer is idempotent (no duplicates from its own
-retries); a crash between publishing and marking can still repeat the last unmarked rows,
-which consumers recognise by `alert_id` + `status` / `instruction_id`.
+retries). A crash between publishing and marking would repeat the unmarked rows, so every
+message carries a header `onevoice-outbox: <store id>:<row id>`, and the relay records, in the
+transaction that marks rows sent, the offset it has published up to in each output partition.
+Whoever takes the lease next reads the few messages after those offsets and marks the rows it
+finds there as sent before publishing anything: no output is repeated, none is lost.
 """
 
 from __future__ import annotations
@@ -11,33 +14,52 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import Engine, delete, select, update
 
 from services.domain import iso
 from services.processor import utcnow
 from services.store import tables as t
+from services.store.db import insert_stmt
 from services.store.lease import hold_lease, release_lease
 
 log = logging.getLogger("onevoice.outbox")
 LEASE = "outbox-relay"
+HEADER = "onevoice-outbox"
+RELAYED_TOPICS = ("kam.alerts", "kam.instructions", "kam.dlq")
+
+
+async def output_partitions(bootstrap: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(RELAYED_TOPICS))
+    finally:
+        await admin.close()
+    return sorted(TopicPartition(d["topic"], p["partition"]) for d in described for p in d.get("partitions") or [])
 
 
 class OutboxRelay:
-    def __init__(self, engine: Engine, producer: AIOKafkaProducer, *, instance: str, batch: int = 2000,
-                 lease_ttl_s: float = 10.0, clock: Callable[[], datetime] = utcnow):
+    def __init__(self, engine: Engine, producer: AIOKafkaProducer, *, instance: str, bootstrap: str,
+                 batch: int = 2000, lease_ttl_s: float = 10.0, clock: Callable[[], datetime] = utcnow):
         self.engine = engine
         self.producer = producer
         self.instance = instance
+        self.bootstrap = bootstrap
         self.batch = batch
         self.lease_ttl_s = lease_ttl_s
         self.clock = clock
         self.wake = asyncio.Event()
         self.sent = 0
+        self.recovered = 0
         self._lease_until = 0.0
+        self._holding = False
+        self._store_id: str | None = None
 
     def notify(self) -> None:
         """Something was committed to the outbox: publish it now rather than at the next poll."""
@@ -58,23 +80,83 @@ class OutboxRelay:
                     last_prune = loop.time()
                 if not published:
                     await self._sleep(stop, 0.25)
-            await self.publish_pending()  # drain what the last batch committed
+            if self._holding:
+                await self.publish_pending()  # drain what the last batch committed
         finally:
             await asyncio.to_thread(release_lease, self.engine, LEASE, self.instance)
 
     async def _hold(self, loop) -> bool:
         if loop.time() < self._lease_until:
             return True
-        if await asyncio.to_thread(hold_lease, self.engine, LEASE, self.instance, self.clock(), self.lease_ttl_s):
+        held = await asyncio.to_thread(hold_lease, self.engine, LEASE, self.instance, self.clock(), self.lease_ttl_s)
+        if held and not self._holding:
+            await self.recover()
+        self._holding = held
+        if held:
             self._lease_until = loop.time() + self.lease_ttl_s / 3
-            return True
-        return False
+        return held
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
         await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         for w in waiters:
             w.cancel()
+
+    # -- taking over ----------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Mark as sent the rows a previous holder published but died before marking; returns how many."""
+        self._store_id = await asyncio.to_thread(self._load_store_id)
+        positions = await asyncio.to_thread(self._positions)
+        partitions = await output_partitions(self.bootstrap)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets(partitions) if partitions else {}
+            scan = {tp: positions[tp] for tp, end in ends.items() if tp in positions and positions[tp] < end}
+            found = await self._published_ids(consumer, scan, ends) if scan else []
+            log.debug("outbox recovery: %d partitions, %d behind, %d outputs found", len(ends), len(scan), len(found))
+        finally:
+            await consumer.stop()
+        # Partitions never written by this store start at their current end: nothing of ours lies before it.
+        await asyncio.to_thread(self._mark_sent, found, {tp: end for tp, end in ends.items()}, only_unsent=True)
+        self.recovered += len(found)
+        if found:
+            log.info("took over the outbox: %d outputs were already published, marked them sent", len(found))
+        return len(found)
+
+    async def _published_ids(self, consumer: AIOKafkaConsumer, scan: dict[TopicPartition, int],
+                             ends: dict[TopicPartition, int]) -> list[int]:
+        consumer.assign(list(scan))
+        for tp, offset in scan.items():
+            consumer.seek(tp, offset)
+        prefix = f"{self._store_id}:".encode()
+        found, remaining = [], dict(scan)
+        deadline = time.monotonic() + 60
+        while remaining and time.monotonic() < deadline:
+            for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
+                for message in messages:
+                    for name, value in message.headers or ():
+                        if name == HEADER and value.startswith(prefix):
+                            found.append(int(value[len(prefix):]))
+                if messages and messages[-1].offset + 1 >= ends[tp]:
+                    remaining.pop(tp, None)
+        if remaining:
+            raise RuntimeError(f"could not read back {sorted(map(str, remaining))} to take over the outbox")
+        return found
+
+    def _load_store_id(self) -> str:
+        with self.engine.begin() as conn:
+            conn.execute(insert_stmt(conn, t.store_meta).values(name="store_id", value=uuid.uuid4().hex)
+                         .on_conflict_do_nothing())
+            return conn.execute(select(t.store_meta.c.value).where(t.store_meta.c.name == "store_id")).scalar_one()
+
+    def _positions(self) -> dict[TopicPartition, int]:
+        with self.engine.connect() as conn:
+            return {TopicPartition(r.topic, r.partition): r.next_offset
+                    for r in conn.execute(select(t.relay_positions))}
+
+    # -- publishing -----------------------------------------------------------------------
 
     async def publish_pending(self) -> int:
         """Publish one batch of unsent rows in id order; returns how many were published."""
@@ -83,14 +165,20 @@ class OutboxRelay:
         if not rows:
             return 0
         read = time.perf_counter()
-        futures = [await self.producer.send(r.topic, r.value.encode(), key=r.key.encode() if r.key is not None else None)
+        prefix = f"{self._store_id}:"
+        futures = [await self.producer.send(r.topic, r.value.encode(), key=r.key.encode() if r.key is not None else None,
+                                            headers=[(HEADER, f"{prefix}{r.id}".encode())])
                    for r in rows]
-        await asyncio.gather(*futures)
+        metadata = await asyncio.gather(*futures)
         acked = time.perf_counter()
-        await asyncio.to_thread(self._mark_sent, [r.id for r in rows])
+        positions: dict[TopicPartition, int] = {}
+        for meta in metadata:
+            tp = TopicPartition(meta.topic, meta.partition)
+            positions[tp] = max(positions.get(tp, 0), meta.offset + 1)
+        await asyncio.to_thread(self._mark_sent, [r.id for r in rows], positions)
+        self.sent += len(rows)
         log.debug("published %d outputs: read %.1f ms, sent %.1f ms, marked %.1f ms", len(rows),
                   (read - began) * 1000, (acked - read) * 1000, (time.perf_counter() - acked) * 1000)
-        self.sent += len(rows)
         return len(rows)
 
     def _pending(self):
@@ -98,11 +186,21 @@ class OutboxRelay:
             return conn.execute(select(t.outbox.c.id, t.outbox.c.topic, t.outbox.c.key, t.outbox.c.value)
                                 .where(t.outbox.c.sent_at.is_(None)).order_by(t.outbox.c.id).limit(self.batch)).all()
 
-    def _mark_sent(self, ids: list[int]) -> None:
+    def _mark_sent(self, ids: list[int], positions: dict[TopicPartition, int], only_unsent: bool = False) -> None:
+        """Mark rows sent and record how far each partition was published, in one transaction."""
         now = iso(self.clock())
         with self.engine.begin() as conn:
             for start in range(0, len(ids), 1000):
-                conn.execute(update(t.outbox).where(t.outbox.c.id.in_(ids[start:start + 1000])).values(sent_at=now))
+                query = update(t.outbox).where(t.outbox.c.id.in_(ids[start:start + 1000]))
+                if only_unsent:
+                    query = query.where(t.outbox.c.sent_at.is_(None))
+                conn.execute(query.values(sent_at=now))
+            if positions:
+                stmt = insert_stmt(conn, t.relay_positions)
+                conn.execute(stmt.on_conflict_do_update(index_elements=["topic", "partition"],
+                                                        set_={"next_offset": stmt.excluded.next_offset}),
+                             [{"topic": tp.topic, "partition": tp.partition, "next_offset": offset}
+                              for tp, offset in positions.items()])
 
     def _prune(self) -> None:
         """Forget rows published more than ten minutes ago; Kafka has them now."""

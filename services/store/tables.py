@@ -7,7 +7,7 @@ Money is stored as the decimal string it arrived as.
 
 from __future__ import annotations
 
-from sqlalchemy import Index, text
+from sqlalchemy import BigInteger, Index, text
 from sqlmodel import Field, SQLModel
 
 
@@ -183,3 +183,24 @@ class AlertEvidenceRow(SQLModel, table=True):
 
 
 alert_evidence = AlertEvidenceRow.__table__
+
+
+class RelayPositionRow(SQLModel, table=True):
+    """Per output partition, the offset after the last message this store's relay knows it published."""
+
+    __tablename__ = "relay_positions"
+    topic: str = Field(primary_key=True, max_length=255)
+    partition: int = Field(primary_key=True)
+    next_offset: int = Field(sa_type=BigInteger)
+
+
+class StoreMetaRow(SQLModel, table=True):
+    """Facts about this store itself, such as the id that marks its messages on Kafka."""
+
+    __tablename__ = "store_meta"
+    name: str = Field(primary_key=True, max_length=64)
+    value: str
+
+
+relay_positions = RelayPositionRow.__table__
+store_meta = StoreMetaRow.__table__
