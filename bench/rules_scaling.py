@@ -107,11 +107,11 @@ def load(url: str, n_agreements: int, per_ka: int) -> int:
     return n_ka
 
 
-def events(batch_no: int, size: int, n_ka: int, rng: random.Random, tag: str) -> list[InputRecord]:
-    """New global prices (fresh products, agreed by the KAM: no alert) for random key accounts."""
+def events(batch_no: int, size: int, pool: list[int], rng: random.Random, tag: str) -> list[InputRecord]:
+    """New global prices (fresh products, agreed by the KAM: no alert) for random key accounts of the pool."""
     records = []
     for j in range(size):
-        k = rng.randrange(n_ka)
+        k = rng.choice(pool)
         aid = f"NEW-{tag}-{batch_no}-{j}"
         value = {"specversion": "1.0", "id": aid, "source": "bench/rules", "type": "price.agreed",
                  "time": "2027-02-01T00:00:00Z", "subject": f"KA-{k}",
@@ -122,14 +122,15 @@ def events(batch_no: int, size: int, n_ka: int, rng: random.Random, tag: str) ->
     return records
 
 
-def measure(url: str, n_ka: int, batches: int, size: int, tag: str) -> list[float]:
+def measure(url: str, n_ka: int, batches: int, size: int, tag: str, touched: int | None) -> list[float]:
     engine = make_engine(url)
     processor = Processor(engine, Settings(database_url=url), clock=lambda: NOW, instance="bench")
     rng = random.Random(7)
-    processor.process(events(-1, size, n_ka, rng, tag + "w"))  # warm-up: connections, statement cache
+    pool = rng.sample(range(n_ka), min(touched, n_ka)) if touched else list(range(n_ka))
+    processor.process(events(-1, size, pool, rng, tag + "w"))  # warm-up: connections, statement cache
     per_event = []
     for b in range(batches):
-        records = events(b, size, n_ka, rng, tag)
+        records = events(b, size, pool, rng, tag)
         start = time.perf_counter()
         result = processor.process(records)
         elapsed = time.perf_counter() - start
@@ -146,6 +147,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--database-url")
+    parser.add_argument("--touched-key-accounts", type=int, default=200,
+                        help="events go to a fixed random set of this many key accounts in both stores, so a batch "
+                             "fans out to as many key accounts whatever the store size (0: any key account, which "
+                             "also measures the larger fan-out of a batch over a larger store)")
     args = parser.parse_args()
 
     stop = lambda: None  # noqa: E731
@@ -163,7 +168,7 @@ def main() -> None:
             with make_engine(url).connect() as conn:
                 check = conn.execute(text("SELECT count(*) FROM agreements")).scalar()
             print(f"loaded {check:,} agreements over {n_ka:,} key accounts in {loaded:.1f} s", flush=True)
-            per_event = measure(url, n_ka, args.batches, args.batch_size, f"s{n}")
+            per_event = measure(url, n_ka, args.batches, args.batch_size, f"s{n}", args.touched_key_accounts)
             med = statistics.median(per_event)
             rows.append((n, n_ka, med, min(per_event), max(per_event)))
             print(f"  {n:>9,} agreements: median {med:,.0f} µs/event (min {min(per_event):,.0f}, "
