@@ -27,7 +27,7 @@ from services.rules.agreements import CONFLICT_RULES, evaluate_key_account
 from services.rules.exceptions import allocate, is_shortage, judge_dunning, stock_findings
 from services.store import tables as t
 from services.store.db import insert_stmt, lock_keys
-from services.store.state import StateRepository, dumps, new_alert_row
+from services.store.state import StateRepository, add_to_counters, dumps, new_alert_row
 
 log = logging.getLogger("onevoice.processor")
 ALERT_NAMESPACE = uuid.UUID("6f1c1a52-6a3e-4f4e-9a51-0c0ffee0a1e7")
@@ -301,12 +301,7 @@ class Processor:
         if batch.outbox:
             conn.execute(t.outbox.insert(), batch.outbox)
         batch.result.outputs = len(batch.outbox)
-        counts = {k: v for k, v in batch.result.counters().items() if v}
-        if counts:
-            stmt = insert_stmt(conn, t.counters)
-            stmt = stmt.on_conflict_do_update(index_elements=["instance", "name"],
-                                              set_={"value": t.counters.c.value + stmt.excluded.value})
-            conn.execute(stmt, [{"instance": self.instance, "name": k, "value": v} for k, v in counts.items()])
+        add_to_counters(conn, self.instance, batch.result.counters())
 
     # -- events ---------------------------------------------------------------------------
 

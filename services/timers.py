@@ -17,8 +17,8 @@ from services.domain import iso
 from services.processor import alert_message, utcnow
 from services.routing import escalation_target
 from services.store import tables as t
-from services.store.db import insert_stmt, lock_keys
-from services.store.state import StateRepository, dumps
+from services.store.db import lock_keys
+from services.store.state import StateRepository, add_to_counters, dumps
 
 
 def _due(now_iso: str):
@@ -60,8 +60,5 @@ class EscalationTimer:
             repo.flush()
             if outbox:
                 conn.execute(t.outbox.insert(), outbox)
-                stmt = insert_stmt(conn, t.counters)
-                conn.execute(stmt.on_conflict_do_update(
-                    index_elements=["instance", "name"], set_={"value": t.counters.c.value + stmt.excluded.value}),
-                    [{"instance": self.instance, "name": "escalations", "value": len(outbox)}])
+                add_to_counters(conn, self.instance, {"escalations": len(outbox)})
             return len(outbox)

@@ -119,3 +119,12 @@ def topic_prefix(request: pytest.FixtureRequest) -> str:
 # =============================================================================
 # (other fixtures below)
 # =============================================================================
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str):
+    """A fresh, empty database on the session's PostgreSQL server for one test (dropped afterwards)."""
+    from tests.support.databases import fresh_postgres_database
+
+    with fresh_postgres_database(postgres_url) as url:
+        yield url

@@ -435,6 +435,16 @@ def _related_filter(repo: StateRepository, roots: list[str], changed: dict[str, 
     return clause, test
 
 
+def add_to_counters(conn: Connection, instance: str, counts: dict[str, int]) -> None:
+    """Add to this instance's ops counters (one row per instance and name: no hot row to contend on)."""
+    counts = {name: value for name, value in counts.items() if value}
+    if counts:
+        stmt = insert_stmt(conn, t.counters)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["instance", "name"],
+                                                set_={"value": t.counters.c.value + stmt.excluded.value}),
+                     [{"instance": instance, "name": name, "value": value} for name, value in counts.items()])
+
+
 def new_alert_row(**values) -> dict:
     return {**ALERT_DEFAULTS, **values}
 

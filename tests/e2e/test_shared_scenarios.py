@@ -7,25 +7,11 @@ database, so scenarios share one broker without seeing each other's messages.
 import uuid
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from services.scenario_runner import run_scenario_live
 from services.scenarios import bundled_scenarios, normalised_expectation
 
 SCENARIOS = {s["name"]: s for s in bundled_scenarios()}
-
-
-@pytest.fixture
-def postgres_database(postgres_url):
-    """A fresh database on the session's PostgreSQL server for one scenario."""
-    name = f"s_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
 
 
 @pytest.mark.kafka

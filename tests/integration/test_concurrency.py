@@ -21,7 +21,6 @@ from services.processor import InputRecord, Processor
 from services.store import tables as t
 from services.store.db import create_tables, make_engine
 from services.timers import EscalationTimer
-from tests.support.databases import postgres_database  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.postgres
 
@@ -136,7 +135,7 @@ def instructions(engine: Engine, ref_id: str) -> list[dict]:
 
 
 @pytest.fixture
-def two_processors(postgres_database):  # noqa: F811
+def two_processors(postgres_database):
     """Two processors, as two `onevoice run` processes would be: own engines, own instance names."""
     settings = Settings(database_url=postgres_database)
     engines = [make_engine(postgres_database) for _ in range(2)]
@@ -234,7 +233,7 @@ def hold_alert_id(engine: Engine, ka: str, dunning_id: str) -> str:
     return message["alert_id"]
 
 
-def test_two_timers_escalate_a_due_alert_exactly_once(postgres_database):  # noqa: F811
+def test_two_timers_escalate_a_due_alert_exactly_once(postgres_database):
     settings = Settings(database_url=postgres_database, decision_window_s=60)
     engines = [make_engine(postgres_database) for _ in range(2)]
     try:
@@ -263,7 +262,7 @@ def test_two_timers_escalate_a_due_alert_exactly_once(postgres_database):  # noq
 
 
 @pytest.mark.parametrize("acknowledged", [False, True], ids=["open", "acknowledged"])
-def test_restart_between_alert_and_due_at_still_escalates_exactly_once(postgres_database, acknowledged):  # noqa: F811
+def test_restart_between_alert_and_due_at_still_escalates_exactly_once(postgres_database, acknowledged):
     settings = Settings(database_url=postgres_database, decision_window_s=2)
     ka = f"KR-{uuid.uuid4().hex[:6]}"
     dunning_id = f"{ka}-DUN"
@@ -300,7 +299,7 @@ def test_restart_between_alert_and_due_at_still_escalates_exactly_once(postgres_
         engine.dispose()
 
 
-def test_decision_racing_escalation_never_escalates_a_closed_alert(postgres_database):  # noqa: F811
+def test_decision_racing_escalation_never_escalates_a_closed_alert(postgres_database):
     """A KAM's `resolve` and the timer meet at due_at: either order is fine, but never escalated after resolved."""
     settings = Settings(database_url=postgres_database, decision_window_s=60)
     engines = [make_engine(postgres_database) for _ in range(2)]

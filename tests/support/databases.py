@@ -1,8 +1,8 @@
 """Fresh databases for tests that need a store of their own.
 
-Import the fixture into a test module (``from tests.support.databases import postgres_database``)
-to get a new, empty database on the session's PostgreSQL server for each test; it is dropped
-(with its connections) afterwards. ``fresh_postgres_database`` is the same as a context manager.
+``fresh_postgres_database`` gives a new, empty database on the session's PostgreSQL server and
+drops it (with its connections) afterwards; tests/conftest.py wraps it as the
+``postgres_database`` fixture.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pytest
 from sqlalchemy import create_engine, text
 
 
@@ -31,10 +30,3 @@ def fresh_postgres_database(server_url: str, prefix: str = "t") -> Iterator[str]
                 conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     finally:
         admin.dispose()
-
-
-@pytest.fixture
-def postgres_database(postgres_url: str) -> Iterator[str]:
-    """A fresh database on the session's PostgreSQL server for one test."""
-    with fresh_postgres_database(postgres_url) as url:
-        yield url
