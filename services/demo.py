@@ -26,13 +26,14 @@ def show_run(console: Console, scenario: dict, run, ok: bool) -> None:
     for alert in run.alerts:
         inbox[alert["assignee"]].append(alert)
     if inbox:
-        table = Table(title="KAM inboxes (kam.alerts)", show_lines=False)
-        for column in ("assignee", "status", "severity", "rule", "title", "recipients"):
-            table.add_column(column)
+        table = Table(title="KAM inboxes (kam.alerts)", show_lines=True)
+        for column in ("assignee", "status", "severity"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("alert", ratio=1)
         for person in sorted(inbox):
             for alert in inbox[person]:
-                table.add_row(person, alert["status"], alert["severity"], alert["rule"], alert["title"],
-                              ", ".join(alert["recipients"]))
+                table.add_row(person, alert["status"], alert["severity"],
+                              f"{alert['title']}\n[dim]{alert['rule']} · recipients: {', '.join(alert['recipients'])}[/]")
         console.print(table)
     if run.instructions:
         table = Table(title="Finance / ERP instructions (kam.instructions)")
