@@ -49,7 +49,9 @@ def evaluate_key_account(view: KeyAccountView, today: date, fallback: str) -> li
 def _finding(view: KeyAccountView, rule: str, parts: list[Agreement | Promotion], **kw) -> Finding:
     evidence = tuple(sorted(_id_of(p) for p in parts))
     versions = "|".join(sorted(_version_of(p) for p in parts))
-    account_id = next((p.account_id for p in parts if isinstance(p, Agreement) and p.account_id), view.key_account.account_id)
+    # The account concerned: the local side of a price conflict, the later of two contracts or services.
+    account_id = next((p.account_id for p in reversed(parts) if isinstance(p, Agreement) and p.account_id),
+                      view.key_account.account_id)
     return Finding(rule=rule, key_account_id=view.key_account.account_id, account_id=account_id,
                    evidence=evidence, versions=versions, **kw)
 

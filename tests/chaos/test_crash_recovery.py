@@ -64,9 +64,6 @@ import asyncio
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -83,10 +80,10 @@ from bench.workload import generate
 from consumers.topics import ensure_topics
 from schemas.registry import INPUT_TOPICS
 from services.scenario_runner import OUTPUT_TOPICS, end_offsets, group_caught_up, read_outputs, start_group_at
+from tests.support.service_process import ServiceProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.postgres, pytest.mark.timeout(900)]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 N_EVENTS = int(os.environ.get("ONEVOICE_CHAOS_EVENTS", "20000"))
 MIN_KILLS = int(os.environ.get("ONEVOICE_CHAOS_KILLS", "5"))
 SEED = int(os.environ.get("ONEVOICE_CHAOS_SEED", "20271"))
@@ -133,49 +130,6 @@ def fresh_database(postgres_url: str):
         with admin.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         admin.dispose()
-
-
-class ServiceProcess:
-    """`onevoice run` as a subprocess; its log accumulates across incarnations."""
-
-    def __init__(self, env: dict[str, str], log_path: Path):
-        self.env = env
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        log = open(self.log_path, "ab")
-        log.write(f"\n===== start #{self.starts + 1} =====\n".encode())
-        log.flush()
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], cwd=REPO_ROOT, env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self.starts += 1
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def terminate(self, timeout: float = 60) -> int:
-        """A clean stop (SIGTERM) once the process is up; a signal during interpreter start-up would just kill it."""
-        deadline = time.monotonic() + timeout
-        while "consuming" not in self.log_path.read_text(errors="replace").split("===== start #")[-1]:
-            if not self.alive() or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"service ignored SIGTERM for {timeout}s; log: {self.tail()}")
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def unsent(engine) -> int | None:
