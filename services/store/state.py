@@ -69,11 +69,33 @@ def is_open(row: dict) -> bool:
     return row["status"] not in CLOSED_STATUSES
 
 
+class TeamCache:
+    """Key-account teams kept across transactions by one process.
+
+    Valid only while the store's `teams` version is the one it was filled at: every transaction
+    that changes accounts or team members bumps that version, so a process notices any change,
+    its own or another's, at the next transaction (read after that transaction's locks).
+    """
+
+    def __init__(self, limit: int = 100_000):
+        self.version: int | None = None
+        self.teams: dict[str, Team] = {}
+        self.limit = limit
+
+    def align(self, version: int) -> None:
+        if version != self.version or len(self.teams) > self.limit:
+            self.teams.clear()
+            self.version = version
+
+
 class StateRepository:
     """The state of accounts, teams, agreements, promotions and alerts as seen from one transaction."""
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, team_cache: TeamCache | None = None):
         self.conn = conn
+        self._team_cache = team_cache
+        self._team_cache_checked = False
+        self._changes_teams = False
         self._rows: dict[str, dict[tuple, dict | None]] = defaultdict(dict)
         self._pending: dict[str, dict[tuple, dict]] = defaultdict(dict)
         self._teams: dict[str, Team] = {}
@@ -109,14 +131,19 @@ class StateRepository:
         if table is t.alerts:
             self._alerts_by_ref[(row["rule"], row["ref_id"])].add(row["alert_id"])
         elif table is t.accounts:
+            self._changes_teams = True
             self._teams.clear()
             if row["parent_id"] is not None:
                 self._has_children[row["parent_id"]] = True
         elif table is t.team_members:
+            self._changes_teams = True
             self._teams.pop(self.root_of(row["account_id"]), None)
 
     def flush(self) -> None:
         """Write every pending change, one bulk upsert per table."""
+        if self._changes_teams and (self._pending.get("accounts") or self._pending.get("team_members")):
+            self.conn.execute(update(t.versions).where(t.versions.c.name == "teams")
+                              .values(value=t.versions.c.value + 1))
         for table in FLUSH_ORDER:
             pending = self._pending.pop(table.name, None)
             if pending:
@@ -142,6 +169,7 @@ class StateRepository:
     def forget_all(self) -> None:
         """Drop what was read before the locks were taken (it may be stale); pending writes stay."""
         self.flush()
+        self._team_cache_checked = False
         self._rows.clear()
         self._teams.clear()
         self._has_children.clear()
@@ -281,6 +309,11 @@ class StateRepository:
     def teams(self, root_ids: Iterable[str]) -> dict[str, Team]:
         """The team of each key account: assignments naming any of its accounts, last writer wins per person+role."""
         roots = set(root_ids)
+        shared = self._shared_teams()
+        if shared is not None:
+            for root in roots:
+                if root not in self._teams and root in shared:
+                    self._teams[root] = shared[root]
         missing = [r for r in roots if r not in self._teams]
         if missing:
             self.flush()
@@ -299,7 +332,19 @@ class StateRepository:
             for root in missing:
                 self._teams[root] = Team(tuple(TeamMember(r.person_id, r.role, r.country, r.name)
                                                for _, r in latest.get(root, {}).values() if r.present))
+                if shared is not None:
+                    shared[root] = self._teams[root]
         return {root: self._teams[root] for root in roots}
+
+    def _shared_teams(self) -> dict[str, Team] | None:
+        """The process-wide team cache, when this transaction may use it (it has changed no team itself)."""
+        if self._team_cache is None or self._changes_teams:
+            return None
+        if not self._team_cache_checked:
+            version = self.conn.execute(select(t.versions.c.value).where(t.versions.c.name == "teams")).scalar()
+            self._team_cache.align(version if version is not None else -1)
+            self._team_cache_checked = True
+        return self._team_cache.teams
 
     # -- agreements and promotions --------------------------------------------------------
 

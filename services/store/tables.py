@@ -204,3 +204,14 @@ class StoreMetaRow(SQLModel, table=True):
 
 relay_positions = RelayPositionRow.__table__
 store_meta = StoreMetaRow.__table__
+
+
+class VersionRow(SQLModel, table=True):
+    """Counters bumped by every transaction that changes a kind of data, so processes can trust their caches."""
+
+    __tablename__ = "versions"
+    name: str = Field(primary_key=True, max_length=64)
+    value: int = Field(sa_type=BigInteger, default=0)
+
+
+versions = VersionRow.__table__
