@@ -119,3 +119,31 @@ def test_when_every_event_fails_the_processor_stops_instead_of_dead_lettering_ev
     with pytest.raises(RuntimeError):
         processor.process(records)
     assert len(_outbox(engine, "kam.dlq")) == 20
+
+
+def test_a_process_sees_team_changes_made_by_another_despite_its_team_cache(sqlite_url):
+    engine, first = _processor(sqlite_url)
+    second = Processor(engine, Settings(database_url=sqlite_url), instance="second")
+
+    def event(i, type_, data):
+        return InputRecord("x", 0, i, None, json.dumps({"specversion": "1.0", "id": f"t{i}", "source": "test",
+                                                        "type": type_, "time": f"2027-01-01T00:00:{i:02d}Z",
+                                                        "data": data}).encode())
+
+    def contract(i, agreement_id, contract_type, agreed_by):
+        return event(i, "contract.negotiated", {
+            "agreement_id": agreement_id, "version": 1, "account_id": "K", "scope": "global", "country": None,
+            "contract_type": contract_type, "status": "signed", "valid_from": "2027-01-01",
+            "valid_to": None, "agreed_by": agreed_by})
+
+    def assign(i, person, role):
+        return event(i, "team.member_assigned", {"account_id": "K", "person_id": person, "role": role})
+
+    first.process([InputRecord("crm.accounts", 0, 0, None, _event("k", "K")), assign(1, "p-g", "global_kam")])
+    second.process([contract(2, "C1", "framework", "p-g")])  # warms the second process's team cache
+    assert second.team_cache.teams
+    first.process([assign(3, "p-x", "senior_kam")])
+    second.process([contract(4, "C2", "supply", "p-x")])
+    assert _outbox(engine, "kam.dlq") == []
+    opened = [a["fingerprint"] for a in _outbox(engine, "kam.alerts") if a["status"] == "open"]
+    assert "unauthorized_commitment:K:C2" not in opened
