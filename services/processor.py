@@ -27,7 +27,7 @@ from services.rules.agreements import CONFLICT_RULES, evaluate_key_account
 from services.rules.exceptions import allocate, is_shortage, judge_dunning, stock_findings
 from services.store import tables as t
 from services.store.db import insert_stmt, lock_keys
-from services.store.state import StateRepository, TeamCache, add_to_counters, dumps, new_alert_row
+from services.store.state import StateRepository, MasterDataCache, add_to_counters, dumps, new_alert_row
 
 log = logging.getLogger("onevoice.processor")
 ALERT_NAMESPACE = uuid.UUID("6f1c1a52-6a3e-4f4e-9a51-0c0ffee0a1e7")
@@ -110,7 +110,7 @@ class Processor:
         self.clock = clock
         self.instance = instance
         self.consecutive_rejects = 0
-        self.team_cache = TeamCache()
+        self.master_cache = MasterDataCache()
 
     def process(self, records: list[InputRecord]) -> BatchResult:
         """Apply a batch exactly once; retried whole on deadlocks and lost races.
@@ -169,7 +169,7 @@ class Processor:
         for attempt in range(8):
             try:
                 with self.engine.begin() as conn:
-                    batch = _Batch(StateRepository(conn, self.team_cache), self.clock())
+                    batch = _Batch(StateRepository(conn, self.master_cache), self.clock())
                     self._apply(batch, records)
                     self._write(batch)
                     return batch.result

@@ -69,32 +69,34 @@ def is_open(row: dict) -> bool:
     return row["status"] not in CLOSED_STATUSES
 
 
-class TeamCache:
-    """Key-account teams kept across transactions by one process.
+class MasterDataCache:
+    """Key-account teams and account rows kept across transactions by one process.
 
     Valid only while the store's `teams` version is the one it was filled at: every transaction
     that changes accounts or team members bumps that version, so a process notices any change,
     its own or another's, at the next transaction (read after that transaction's locks).
     """
 
-    def __init__(self, limit: int = 100_000):
+    def __init__(self, limit: int = 200_000):
         self.version: int | None = None
         self.teams: dict[str, Team] = {}
+        self.accounts: dict[tuple, dict | None] = {}  # (account_id,) -> row, None when it does not exist
         self.limit = limit
 
     def align(self, version: int) -> None:
-        if version != self.version or len(self.teams) > self.limit:
+        if version != self.version or len(self.teams) + len(self.accounts) > self.limit:
             self.teams.clear()
+            self.accounts.clear()
             self.version = version
 
 
 class StateRepository:
     """The state of accounts, teams, agreements, promotions and alerts as seen from one transaction."""
 
-    def __init__(self, conn: Connection, team_cache: TeamCache | None = None):
+    def __init__(self, conn: Connection, master_cache: MasterDataCache | None = None):
         self.conn = conn
-        self._team_cache = team_cache
-        self._team_cache_checked = False
+        self._master_cache = master_cache
+        self._master_cache_checked = False
         self._changes_teams = False
         self._rows: dict[str, dict[tuple, dict | None]] = defaultdict(dict)
         self._pending: dict[str, dict[tuple, dict]] = defaultdict(dict)
@@ -110,6 +112,11 @@ class StateRepository:
         names = KEYS[table.name]
         known = self._rows[table.name]
         wanted = [k for k in set(keys) if k not in known and all(part is not None for part in k)]
+        shared = self._shared().accounts if table is t.accounts and self._shared() is not None else None
+        if shared is not None:
+            for key in [k for k in wanted if k in shared]:
+                known[key] = dict(shared[key]) if shared[key] is not None else None
+            wanted = [k for k in wanted if k not in known]
         columns = [table.c[n] for n in names]
         for part in chunks(wanted):
             clause = columns[0].in_([k[0] for k in part]) if len(names) == 1 else tuple_(*columns).in_(part)
@@ -118,6 +125,8 @@ class StateRepository:
                 known[tuple(mapping[n] for n in names)] = mapping
         for key in wanted:
             known.setdefault(key, None)
+            if shared is not None:
+                shared[key] = dict(known[key]) if known[key] is not None else None
 
     def get(self, table: Table, *key) -> dict | None:
         if key not in self._rows[table.name]:
@@ -169,7 +178,7 @@ class StateRepository:
     def forget_all(self) -> None:
         """Drop what was read before the locks were taken (it may be stale); pending writes stay."""
         self.flush()
-        self._team_cache_checked = False
+        self._master_cache_checked = False
         self._rows.clear()
         self._teams.clear()
         self._has_children.clear()
@@ -309,7 +318,8 @@ class StateRepository:
     def teams(self, root_ids: Iterable[str]) -> dict[str, Team]:
         """The team of each key account: assignments naming any of its accounts, last writer wins per person+role."""
         roots = set(root_ids)
-        shared = self._shared_teams()
+        cache = self._shared()
+        shared = cache.teams if cache is not None else None
         if shared is not None:
             for root in roots:
                 if root not in self._teams and root in shared:
@@ -336,15 +346,15 @@ class StateRepository:
                     shared[root] = self._teams[root]
         return {root: self._teams[root] for root in roots}
 
-    def _shared_teams(self) -> dict[str, Team] | None:
-        """The process-wide team cache, when this transaction may use it (it has changed no team itself)."""
-        if self._team_cache is None or self._changes_teams:
+    def _shared(self) -> MasterDataCache | None:
+        """The process-wide master-data cache, when this transaction may use it (it has changed none itself)."""
+        if self._master_cache is None or self._changes_teams:
             return None
-        if not self._team_cache_checked:
+        if not self._master_cache_checked:
             version = self.conn.execute(select(t.versions.c.value).where(t.versions.c.name == "teams")).scalar()
-            self._team_cache.align(version if version is not None else -1)
-            self._team_cache_checked = True
-        return self._team_cache.teams
+            self._master_cache.align(version if version is not None else -1)
+            self._master_cache_checked = True
+        return self._master_cache
 
     # -- agreements and promotions --------------------------------------------------------
 

@@ -141,9 +141,35 @@ def test_a_process_sees_team_changes_made_by_another_despite_its_team_cache(sqli
 
     first.process([InputRecord("crm.accounts", 0, 0, None, _event("k", "K")), assign(1, "p-g", "global_kam")])
     second.process([contract(2, "C1", "framework", "p-g")])  # warms the second process's team cache
-    assert second.team_cache.teams
+    assert second.master_cache.teams
     first.process([assign(3, "p-x", "senior_kam")])
     second.process([contract(4, "C2", "supply", "p-x")])
     assert _outbox(engine, "kam.dlq") == []
     opened = [a["fingerprint"] for a in _outbox(engine, "kam.alerts") if a["status"] == "open"]
     assert "unauthorized_commitment:K:C2" not in opened
+
+
+def test_a_process_sees_hierarchy_changes_made_by_another_despite_its_account_cache(sqlite_url):
+    engine, first = _processor(sqlite_url)
+    second = Processor(engine, Settings(database_url=sqlite_url), instance="second")
+
+    def upsert(i, account_id, parent_id, tier):
+        return InputRecord("crm.accounts", 0, i, None, json.dumps({
+            "specversion": "1.0", "id": f"h{i}", "source": "test", "type": "account.upserted",
+            "time": f"2027-01-01T00:00:{i:02d}Z", "data": {"account_id": account_id, "name": account_id,
+                                                          "parent_id": parent_id, "country": "IT", "tier": tier}}).encode())
+
+    def dunning(i, account_id):
+        return InputRecord("finance.dunning", 0, i, None, json.dumps({
+            "specversion": "1.0", "id": f"d{i}", "source": "test", "type": "dunning.triggered",
+            "time": "2027-01-01T00:01:00Z", "data": {
+                "dunning_id": f"D{i}", "account_id": account_id, "invoice_id": "I", "level": 2, "amount": "10.00",
+                "currency": "EUR", "due_date": "2027-01-10", "proposed_action": "delivery_block"}}).encode())
+
+    first.process([upsert(0, "K", None, "key"), upsert(1, "SUB", None, "none")])
+    second.process([dunning(2, "SUB")])  # SUB is standalone: proceed; the second process caches SUB
+    assert second.master_cache.accounts
+    first.process([upsert(3, "SUB", "K", "none")])  # SUB joins key account K
+    second.process([dunning(4, "SUB")])
+    actions = [(i["ref_id"], i["action"]) for i in _outbox(engine, "kam.instructions")]
+    assert actions == [("D2", "proceed"), ("D4", "hold")]
