@@ -53,23 +53,12 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
+from schemas.registry import KEY_FIELD_BY_TOPIC, TOPIC_BY_TYPE
+
 __all__ = ["generate", "write_jsonl", "TOPIC_BY_TYPE"]
 
-TOPIC_BY_TYPE = {
-    "account.upserted": "crm.accounts",
-    "team.member_assigned": "crm.accounts",
-    "team.member_removed": "crm.accounts",
-    "price.agreed": "erp.agreements",
-    "contract.negotiated": "erp.agreements",
-    "service.agreed": "erp.agreements",
-    "agreement.withdrawn": "erp.agreements",
-    "promotion.launched": "erp.promotions",
-    "stock.shortage": "erp.stock",
-    "dunning.triggered": "finance.dunning",
-    "decision.made": "kam.decisions",
-}
-_KEY_FIELD = {"crm.accounts": "account_id", "erp.agreements": "agreement_id", "erp.promotions": "promotion_id",
-              "erp.stock": "item_id", "finance.dunning": "account_id", "kam.decisions": "alert_id"}
+# The contract's routing (CONTRACT §3), from the one place that defines it.
+_KEY_FIELD = KEY_FIELD_BY_TOPIC
 
 # (country, local currency)
 _COUNTRIES = [("DE", "EUR"), ("FR", "EUR"), ("IT", "EUR"), ("ES", "EUR"), ("NL", "EUR"), ("AT", "EUR"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -62,6 +63,23 @@ async def start_group_at(bootstrap: str, group_id: str, offsets: dict[TopicParti
 async def group_caught_up(admin: AIOKafkaAdminClient, group_id: str, targets: dict[TopicPartition, int]) -> bool:
     committed = await admin.list_consumer_group_offsets(group_id)
     return all((committed.get(tp).offset if committed.get(tp) else -1) >= end for tp, end in targets.items() if end)
+
+
+async def wait_until_caught_up(bootstrap: str, group_id: str, timeout_s: float = 60.0,
+                               drained: Callable[[], bool] | None = None) -> None:
+    """Until the group's committed offsets reach the current end of the input topics (and `drained()`)."""
+    targets = await end_offsets(bootstrap, INPUT_TOPICS)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if await group_caught_up(admin, group_id, targets) and (drained is None or drained()):
+                return
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"group {group_id} did not catch up within {timeout_s}s")
+    finally:
+        await admin.close()
 
 
 async def read_outputs(bootstrap: str, since: dict[TopicPartition, int]) -> dict[str, list[dict]]:

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from services.scenario_runner import end_offsets, group_caught_up, read_outputs, start_group_at
+from services.scenario_runner import end_offsets, read_outputs, start_group_at, wait_until_caught_up
 from schemas.registry import INPUT_TOPICS
 from consumers.topics import ensure_topics
 from services.scenarios import bundled_scenarios
@@ -22,23 +22,6 @@ pytestmark = pytest.mark.kafka
 def _env(bootstrap, database_url, group):
     return {**os.environ, "ONEVOICE_KAFKA_BOOTSTRAP": bootstrap, "ONEVOICE_DATABASE_URL": database_url,
             "ONEVOICE_GROUP_ID": group, "ONEVOICE_OPS_INTERVAL_S": "1"}
-
-
-async def _wait_caught_up(bootstrap, group, timeout=60):
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    targets = await end_offsets(bootstrap, INPUT_TOPICS)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if await group_caught_up(admin, group, targets):
-                return
-            await __import__("asyncio").sleep(0.2)
-        raise TimeoutError("onevoice run did not catch up")
-    finally:
-        await admin.close()
 
 
 async def test_run_replay_ops_and_clean_sigterm(kafka_bootstrap, sqlite_url, tmp_path):
@@ -69,7 +52,7 @@ async def test_run_replay_ops_and_clean_sigterm(kafka_bootstrap, sqlite_url, tmp
     service = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        await _wait_caught_up(kafka_bootstrap, group)
+        await wait_until_caught_up(kafka_bootstrap, group)
         deadline = time.monotonic() + 30
         alerts = []
         while time.monotonic() < deadline and not alerts:

@@ -28,7 +28,7 @@ from services.config import Settings
 from services.domain import CLOSED_STATUSES
 from services.processor import InputRecord, Processor
 from services.rules.agreements import CONFLICT_RULES
-from services.scenario_runner import OUTPUT_TOPICS, end_offsets, group_caught_up, read_outputs, start_group_at
+from services.scenario_runner import OUTPUT_TOPICS, end_offsets, read_outputs, start_group_at, wait_until_caught_up
 from services.store import tables as t
 from services.store.db import create_tables, make_engine
 from tests.support.databases import fresh_postgres_database
@@ -42,6 +42,11 @@ def open_conflicts(engine) -> set[str]:
     with engine.connect() as conn:
         return set(conn.execute(select(t.alerts.c.fingerprint).where(
             t.alerts.c.rule.in_(CONFLICT_RULES), t.alerts.c.status.not_in(list(CLOSED_STATUSES)))).scalars())
+
+
+def unsent(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(t.outbox).where(t.outbox.c.sent_at.is_(None))).scalar()
 
 
 async def publish(bootstrap: str, messages) -> None:
@@ -67,24 +72,6 @@ async def wait_for_members(bootstrap: str, group: str, count: int, timeout: floa
                         return
             await asyncio.sleep(0.2)
         raise TimeoutError(f"group {group} never had {count} stable members")
-    finally:
-        await admin.close()
-
-
-async def wait_caught_up(bootstrap: str, group: str, engine, timeout: float = 180) -> None:
-    targets = await end_offsets(bootstrap, INPUT_TOPICS)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if await group_caught_up(admin, group, targets):
-                with engine.connect() as conn:
-                    if not conn.execute(select(func.count()).select_from(t.outbox)
-                                        .where(t.outbox.c.sent_at.is_(None))).scalar():
-                        return
-            await asyncio.sleep(0.2)
-        raise TimeoutError("the two processes did not catch up")
     finally:
         await admin.close()
 
@@ -121,9 +108,9 @@ async def test_two_processes_share_the_work_and_behave_like_one(kafka_bootstrap,
                 service.start()
             await wait_for_members(kafka_bootstrap, group, 2)
             await publish(kafka_bootstrap, master)
-            await wait_caught_up(kafka_bootstrap, group, engine)
+            await wait_until_caught_up(kafka_bootstrap, group, 180, lambda: unsent(engine) == 0)
             await publish(kafka_bootstrap, rest)
-            await wait_caught_up(kafka_bootstrap, group, engine)
+            await wait_until_caught_up(kafka_bootstrap, group, 180, lambda: unsent(engine) == 0)
             for service in services:
                 assert service.terminate() == 0, service.tail()
             assert open_conflicts(engine) == expected
