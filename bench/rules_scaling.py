@@ -16,7 +16,6 @@ Then batches of new `price.agreed` events touching random key accounts are timed
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
 import statistics

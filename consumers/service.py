@@ -14,9 +14,8 @@ import time
 import socket
 import threading
 import uuid
-from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, KafkaError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -171,7 +170,3 @@ async def run_service(settings: Settings, stop_early: threading.Event | None = N
     if stop_early is not None and stop_early.is_set():
         service.request_stop()
     await service.run()
-
-
-def now() -> datetime:
-    return utcnow()

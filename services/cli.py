@@ -14,7 +14,6 @@ if sys.argv[1:2] == ["run"]:
         signal.signal(_sig, lambda *_: STOP_EARLY.set())
 
 import asyncio  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -25,7 +24,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from services.cli_broker import broker_app
 from services.config import Settings

@@ -594,8 +594,6 @@ class Processor:
 
 def alert_message(row: dict) -> dict:
     """The kam.alerts message of CONTRACT §6 for an alert row."""
-    import json
-
     return {
         "alert_id": row["alert_id"], "fingerprint": row["fingerprint"], "rule": row["rule"],
         "severity": row["severity"], "status": row["status"], "key_account_id": row["key_account_id"],

@@ -32,7 +32,6 @@ def run_in_process(scenario: dict, database_url: str) -> dict:
     processor = Processor(engine, settings, clock=clock)
     timer = EscalationTimer(engine, settings, clock=clock)
     offsets: dict[str, int] = {}
-    seen = 0
 
     def outputs():
         with engine.connect() as conn:

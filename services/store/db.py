@@ -14,7 +14,6 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 
-from services.store.tables import metadata
 
 
 def make_engine(url: str) -> Engine:
