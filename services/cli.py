@@ -63,7 +63,8 @@ def run(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug log
 
 @app.command()
 def replay(
-    file: Annotated[Path, typer.Argument(help="JSON-lines file, one CloudEvent per line.", exists=True, dir_okay=False)],
+    file: Annotated[Path, typer.Argument(help="JSON-lines file, one CloudEvent per line.", exists=True, dir_okay=False,
+                                         metavar="FILE")],
     topic: Annotated[str | None, typer.Option(help="Publish every line to this topic instead of the one of its type.")] = None,
 ) -> None:
     """Publish a JSON-lines file of events to their topics (chosen by `type`, keyed as CONTRACT §3 says)."""
