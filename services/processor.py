@@ -312,9 +312,9 @@ class Processor:
 
     def _on_account_upserted(self, batch: _Batch, record: InputRecord, event: Event) -> None:
         repo, data = batch.repo, event.data
-        stamp = (iso(event.time), event.id)
+        stamp = _stamp(event)
         current = repo.get(t.accounts, data.account_id)
-        if current is not None and (current["event_time"], current["event_id"]) >= stamp:
+        if _not_newer(stamp, current):
             batch.result.stale += 1
             return
         if data.parent_id is not None and repo.ancestors_reach(data.parent_id, data.account_id):
@@ -332,9 +332,9 @@ class Processor:
 
     def _on_team_member_assigned(self, batch: _Batch, record: InputRecord, event: Event, present: bool = True) -> None:
         repo, data = batch.repo, event.data
-        stamp = (iso(event.time), event.id)
+        stamp = _stamp(event)
         current = repo.get(t.team_members, data.account_id, data.person_id, data.role)
-        if current is not None and (current["event_time"], current["event_id"]) >= stamp:
+        if _not_newer(stamp, current):
             batch.result.stale += 1
             return
         if repo.account(data.account_id) is None:
@@ -382,9 +382,9 @@ class Processor:
 
     def _on_promotion_launched(self, batch: _Batch, record: InputRecord, event: Event) -> None:
         repo, data = batch.repo, event.data
-        stamp = (iso(event.time), event.id)
+        stamp = _stamp(event)
         old = repo.get(t.promotions, data.promotion_id)
-        if old is not None and (old["event_time"], old["event_id"]) >= stamp:
+        if _not_newer(stamp, old):
             batch.result.stale += 1
             return
         repo.put(t.promotions, dict(
@@ -426,9 +426,9 @@ class Processor:
                        key_account_id=None, allocation=[{"order_id": o, "qty": q} for o, q in allocation],
                        reason=f"{data.available_qty} available for {sum(o.qty for o in data.orders)} ordered; "
                               f"ranked by key-account tier, then order time", caused_by=_ref(event))
-        stamp = (iso(event.time), event.id)
+        stamp = _stamp(event)
         current = repo.get(t.shortages, data.item_id)
-        if current is not None and (current["event_time"], current["event_id"]) >= stamp:
+        if _not_newer(stamp, current):
             batch.result.stale += 1
             return
         repo.put(t.shortages, dict(item_id=data.item_id, event_time=stamp[0], event_id=stamp[1]))
@@ -602,6 +602,16 @@ def alert_message(row: dict) -> dict:
         "recipients": json.loads(row["recipients"]), "due_at": row["due_at"], "caused_by": row["caused_by"],
         "created_at": row["created_at"], "updated_at": row["updated_at"], "data": json.loads(row["data"]),
     }
+
+
+def _stamp(event: Event) -> tuple[str, str]:
+    """Last-writer-wins order of master data: event time, then event id."""
+    return iso(event.time), event.id
+
+
+def _not_newer(stamp: tuple[str, str], stored: dict | None) -> bool:
+    """Whether an event stamped `stamp` is stale against the stored row (older or the same)."""
+    return stored is not None and (stored["event_time"], stored["event_id"]) >= stamp
 
 
 def _ref(event: Event) -> str:
