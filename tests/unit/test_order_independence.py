@@ -101,8 +101,8 @@ def agreement_events(draw) -> list[dict]:
 
 # -- running and the oracle ------------------------------------------------------------------
 
-def open_alerts_after(events: list[dict]) -> list[str]:
-    """Apply setup then `events` one per batch on a fresh SQLite file; the open alert fingerprints."""
+def open_alert_rows_after(events: list[dict]) -> list:
+    """Apply setup then `events` one per batch on a fresh SQLite file; the open alert rows."""
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'order.db'}"
         engine = make_engine(url)
@@ -117,11 +117,14 @@ def open_alerts_after(events: list[dict]) -> list[str]:
                                                         json.dumps(event).encode())])
                 assert result.dead_letters == 0, event
             with engine.connect() as conn:
-                rows = conn.execute(select(t.alerts.c.fingerprint)
-                                    .where(t.alerts.c.status.not_in(["resolved", "waived"]))).all()
+                return conn.execute(select(t.alerts).where(t.alerts.c.status.not_in(["resolved", "waived"]))).all()
         finally:
             engine.dispose()
-    return sorted(r.fingerprint for r in rows)
+
+
+def open_alerts_after(events: list[dict]) -> list[str]:
+    """The open alert fingerprints after `events`."""
+    return sorted(r.fingerprint for r in open_alert_rows_after(events))
 
 
 def expected_fingerprints(events: list[dict]) -> list[str]:
@@ -183,21 +186,7 @@ def _local_price(version: int, amount: str) -> dict:
 
 
 def open_alert_terms_after(events: list[dict]) -> list[tuple]:
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'order.db'}"
-        engine = make_engine(url)
-        try:
-            create_tables(engine)
-            processor = Processor(engine, Settings(database_url=url, fallback_assignee=FALLBACK), clock=lambda: NOW)
-            processor.process([InputRecord("crm.accounts", 0, i, None, json.dumps(e).encode())
-                               for i, e in enumerate(setup_events())])
-            for offset, e in enumerate(events):
-                processor.process([InputRecord("erp.agreements", 0, offset, None, json.dumps(e).encode())])
-            with engine.connect() as conn:
-                rows = conn.execute(select(t.alerts).where(t.alerts.c.status.not_in(["resolved", "waived"]))).all()
-        finally:
-            engine.dispose()
-    return sorted((r.fingerprint, r.severity, r.due_at is not None) for r in rows)
+    return sorted((r.fingerprint, r.severity, r.due_at is not None) for r in open_alert_rows_after(events))
 
 
 def test_open_alert_severity_does_not_depend_on_arrival_order():
