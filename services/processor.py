@@ -26,6 +26,7 @@ from services.domain import CLOSED_STATUSES, DECIDING_ROLES, Finding, KeyAccount
 from services.rules.agreements import CONFLICT_RULES, evaluate_key_account
 from services.rules.exceptions import allocate, is_shortage, judge_dunning, stock_findings
 from services.store import tables as t
+from services.store.bulk import bulk_insert
 from services.store.db import insert_stmt, lock_keys
 from services.store.state import StateRepository, MasterDataCache, add_to_counters, dumps, new_alert_row
 
@@ -214,13 +215,8 @@ class Processor:
             else:
                 keys.append((f"kafka:{record.topic}:{record.partition}", str(record.offset)))
         unique = list(dict.fromkeys(keys))
-        conn = batch.repo.conn
-        stmt = insert_stmt(conn, t.processed_events).on_conflict_do_nothing().returning(
-            t.processed_events.c.source, t.processed_events.c.event_id)
-        claimed: set[tuple[str, str]] = set()
-        for start in range(0, len(unique), 1000):
-            rows = conn.execute(stmt, [{"source": s, "event_id": i} for s, i in unique[start:start + 1000]])
-            claimed.update((r.source, r.event_id) for r in rows)
+        claimed = set(bulk_insert(batch.repo.conn, t.processed_events, [{"source": s, "event_id": i} for s, i in unique],
+                                  conflict=("source", "event_id"), returning=("source", "event_id")))
         fresh = []
         for key, pair in zip(keys, decoded):
             if key in claimed:
@@ -299,8 +295,7 @@ class Processor:
     def _write(self, batch: _Batch) -> None:
         batch.repo.flush()
         conn = batch.repo.conn
-        if batch.outbox:
-            conn.execute(t.outbox.insert(), batch.outbox)
+        bulk_insert(conn, t.outbox, batch.outbox)
         batch.result.outputs = len(batch.outbox)
         add_to_counters(conn, self.instance, batch.result.counters())
 

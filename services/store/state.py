@@ -19,10 +19,10 @@ from sqlalchemy.engine import Connection
 
 from services.domain import CLOSED_STATUSES, Account, Agreement, Promotion, Team, TeamMember
 from services.store import tables as t
+from services.store.bulk import bulk_insert
 from services.store.db import insert_stmt
 
 CHUNK = 500
-_UPSERTS: dict[tuple[str, str], object] = {}  # one compiled upsert per dialect and table, shared by all batches
 KEYS: dict[str, tuple[str, ...]] = {
     "accounts": ("account_id",),
     "team_members": ("account_id", "person_id", "role"),
@@ -155,20 +155,16 @@ class StateRepository:
                               .values(value=t.versions.c.value + 1))
         for table in FLUSH_ORDER:
             pending = self._pending.pop(table.name, None)
-            if pending:
-                rows = list(pending.values())
-                for part in chunks(rows, 1000):
-                    self.conn.execute(self._upsert(table), part)
-
-    def _upsert(self, table: Table):
-        key = (self.conn.dialect.name, table.name)
-        if key not in _UPSERTS:
-            stmt = insert_stmt(self.conn, table)
-            keys = KEYS[table.name]
-            others = {c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys}
-            _UPSERTS[key] = (stmt.on_conflict_do_update(index_elements=list(keys), set_=others)
-                             if others else stmt.on_conflict_do_nothing(index_elements=list(keys)))
-        return _UPSERTS[key]
+            if not pending:
+                continue
+            rows = list(pending.values())
+            if table is t.alerts:
+                # Closing statements first: an alert resolved and its successor opened in one batch share a
+                # fingerprint, which one open alert at a time may hold (checked row by row, not per statement).
+                closing = [row for row in rows if not is_open(row)]
+                bulk_insert(self.conn, table, closing, conflict=KEYS[table.name], update=True)
+                rows = [row for row in rows if is_open(row)]
+            bulk_insert(self.conn, table, rows, conflict=KEYS[table.name], update=True)
 
     def forget_accounts(self, ids: Iterable[str]) -> None:
         for account_id in ids:
@@ -470,9 +466,10 @@ def _related_filter(repo: StateRepository, roots: list[str], changed: dict[str, 
     products = {(r["product_id"]) for r in rows if r["product_id"]}
     services = {(r["service_id"]) for r in rows if r.get("service_id")}
     contract_types = {(r["contract_type"]) for r in rows if r.get("contract_type")}
+    row_by_id = {r["agreement_id"]: r for r in rows}
     by_root = {root: {"ids": changed.get(root, set())} for root in roots}
     for root in roots:
-        mine = [r for r in rows if r["agreement_id"] in by_root[root]["ids"]]
+        mine = [row_by_id[i] for i in by_root[root]["ids"] if i in row_by_id]
         by_root[root]["products"] = {r["product_id"] for r in mine if r["product_id"]}
         by_root[root]["services"] = {r["service_id"] for r in mine if r.get("service_id")}
         by_root[root]["contract_types"] = {r["contract_type"] for r in mine if r.get("contract_type")}

@@ -1,0 +1,87 @@
+"""Bulk writes: one statement for many rows.
+
+On PostgreSQL the rows travel as one array per column and `INSERT ... SELECT FROM unnest(...)`
+spreads them out again: a fixed statement text (prepared once by the server), arrays adapted
+by psycopg in C, one round trip. That is about three times faster than a pipelined
+executemany, which costs Python work per row. SQLite keeps SQLAlchemy's executemany (it is
+in-process: there is no round trip to save).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection
+
+from services.store.db import insert_stmt
+
+_PG = postgresql.dialect()
+_STATEMENTS: dict[tuple, str] = {}
+
+
+def _pg_array_type(column) -> str:
+    return column.type.compile(dialect=_PG) + "[]"
+
+
+def _unnest_sql(table: Table, columns: tuple[str, ...], conflict: tuple[str, ...] | None, update: bool,
+                returning: tuple[str, ...]) -> str:
+    key = (table.name, columns, conflict, update, returning)
+    if key not in _STATEMENTS:
+        arrays = ", ".join(f"%(c{i})b::{_pg_array_type(table.c[name])}" for i, name in enumerate(columns))
+        # %(name)b: binary arrays, so psycopg need not escape every string (JSON is full of quotes) into a
+        # text array literal, which costs more than the insert itself.
+        names = ", ".join(columns)
+        aliases = ", ".join(f"c{i}" for i in range(len(columns)))
+        # In array order, so serial ids (the outbox's publishing order) follow the order of `rows`.
+        sql = (f"INSERT INTO {table.name} ({names}) SELECT {aliases} FROM unnest({arrays}) "
+               f"WITH ORDINALITY AS u({aliases}, n) ORDER BY n")
+        if conflict is not None:
+            others = [c for c in columns if c not in conflict]
+            if update and others:
+                sql += (f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET "
+                        + ", ".join(f"{c} = EXCLUDED.{c}" for c in others))
+            else:
+                sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
+        if returning:
+            sql += " RETURNING " + ", ".join(returning)
+        _STATEMENTS[key] = sql
+    return _STATEMENTS[key]
+
+
+def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict], *, conflict: Sequence[str] | None = None,
+                update: bool = False, returning: Sequence[str] = ()) -> list[tuple]:
+    """Insert `rows`; on a `conflict` of those columns update the rest or skip.
+
+    Returns the `returning` columns of the rows written (on PostgreSQL in no particular order).
+    """
+    conflict = tuple(conflict) if conflict is not None else None
+    returning = tuple(returning)
+    by_shape: dict[tuple[str, ...], list[dict]] = {}
+    for row in rows:
+        by_shape.setdefault(tuple(row), []).append(row)
+    out: list[tuple] = []
+    for columns, same in by_shape.items():
+        if conn.dialect.name != "postgresql":
+            out += _executemany(conn, table, same, conflict, update, returning)
+            continue
+        sql = _unnest_sql(table, columns, conflict, update, returning)
+        params = {f"c{i}": [row[name] for row in same] for i, name in enumerate(columns)}
+        result = conn.exec_driver_sql(sql, params)
+        if returning:
+            out += [tuple(r) for r in result]
+    return out
+
+
+def _executemany(conn: Connection, table: Table, rows, conflict, update, returning) -> list[tuple]:
+    stmt = insert_stmt(conn, table)
+    if conflict is not None:
+        others = {c: stmt.excluded[c] for c in rows[0] if c not in conflict}
+        stmt = (stmt.on_conflict_do_update(index_elements=list(conflict), set_=others) if update and others
+                else stmt.on_conflict_do_nothing(index_elements=list(conflict)))
+    if returning:
+        stmt = stmt.returning(*(table.c[c] for c in returning))
+        return [tuple(r) for r in conn.execute(stmt, list(rows))]
+    conn.execute(stmt, list(rows))
+    return []
