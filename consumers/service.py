@@ -99,8 +99,7 @@ class Service:
             if result is None:
                 return
             applied = time.perf_counter()
-            if result.outputs:
-                self.relay.notify()
+            self.relay.publish_committed(result.committed_outputs)
             offsets = {tp: messages[-1].offset + 1 for tp, messages in fetched.items() if messages}
             try:
                 await consumer.commit(offsets)

@@ -12,6 +12,7 @@ finds there as sent before publishing anything: no output is repeated, none is l
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid
@@ -56,6 +57,10 @@ class OutboxRelay:
         self.clock = clock
         self.wake = asyncio.Event()
         self.sent = 0
+        self._committed: list[tuple] = []  # (id, topic, key, value) this process just committed, in id order
+        self._read_store = True  # something may be unsent that only the store knows of
+        self._recently_published: set[int] = set()
+        self._published_order: collections.deque[int] = collections.deque()
         self.recovered = 0
         self._lease_until = 0.0
         self._holding = False
@@ -63,7 +68,15 @@ class OutboxRelay:
 
     def notify(self) -> None:
         """Something was committed to the outbox: publish it now rather than at the next poll."""
+        self._read_store = True
         self.wake.set()
+
+    def publish_committed(self, rows: list[tuple]) -> None:
+        """Outputs this process has just committed, as (id, topic, key, value): publish them without reading
+        them back from the store (when this process holds the lease; otherwise the holder reads them)."""
+        if rows:
+            self._committed.extend(rows)
+            self.wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -74,7 +87,13 @@ class OutboxRelay:
                     await self._sleep(stop, 1.0)
                     continue
                 self.wake.clear()  # before reading, so a commit that lands meanwhile wakes the next round
-                published = await self.publish_pending()
+                published = 0
+                if self._committed:
+                    rows, self._committed = self._committed, []
+                    published += await self._publish([r for r in rows if r[0] not in self._recently_published])
+                if self._read_store or not published:
+                    self._read_store = False
+                    published += await self.publish_pending()
                 if loop.time() - last_prune > 60:
                     await asyncio.to_thread(self._prune)
                     last_prune = loop.time()
@@ -89,6 +108,9 @@ class OutboxRelay:
         if loop.time() < self._lease_until:
             return True
         held = await asyncio.to_thread(hold_lease, self.engine, LEASE, self.instance, self.clock(), self.lease_ttl_s)
+        if not held or not self._holding:
+            self._committed.clear()  # the holder publishes them from the store; after a takeover, so do we
+            self._read_store = True
         if held and not self._holding:
             await self.recover()
         self._holding = held
@@ -160,25 +182,34 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Publish one batch of unsent rows in id order; returns how many were published."""
-        began = time.perf_counter()
         rows = await asyncio.to_thread(self._pending)
+        published = await self._publish([tuple(r) for r in rows])
+        for row_id, *_ in rows:
+            self._recently_published.add(row_id)
+            self._published_order.append(row_id)
+        while len(self._published_order) > 100_000:
+            self._recently_published.discard(self._published_order.popleft())
+        return published
+
+    async def _publish(self, rows: list[tuple]) -> int:
+        """Send (id, topic, key, value) rows in order, wait for the acks, mark them sent; returns how many."""
         if not rows:
             return 0
-        read = time.perf_counter()
+        began = time.perf_counter()
         prefix = f"{self._store_id}:"
-        futures = [await self.producer.send(r.topic, r.value.encode(), key=r.key.encode() if r.key is not None else None,
-                                            headers=[(HEADER, f"{prefix}{r.id}".encode())])
-                   for r in rows]
+        futures = [await self.producer.send(topic, value.encode(), key=key.encode() if key is not None else None,
+                                            headers=[(HEADER, f"{prefix}{row_id}".encode())])
+                   for row_id, topic, key, value in rows]
         metadata = await asyncio.gather(*futures)
         acked = time.perf_counter()
         positions: dict[TopicPartition, int] = {}
         for meta in metadata:
             tp = TopicPartition(meta.topic, meta.partition)
             positions[tp] = max(positions.get(tp, 0), meta.offset + 1)
-        await asyncio.to_thread(self._mark_sent, [r.id for r in rows], positions)
+        await asyncio.to_thread(self._mark_sent, [r[0] for r in rows], positions)
         self.sent += len(rows)
-        log.debug("published %d outputs: read %.1f ms, sent %.1f ms, marked %.1f ms", len(rows),
-                  (read - began) * 1000, (acked - read) * 1000, (time.perf_counter() - acked) * 1000)
+        log.debug("published %d outputs: sent %.1f ms, marked %.1f ms", len(rows), (acked - began) * 1000,
+                  (time.perf_counter() - acked) * 1000)
         return len(rows)
 
     def _pending(self):
@@ -190,8 +221,11 @@ class OutboxRelay:
         """Mark rows sent and record how far each partition was published, in one transaction."""
         now = iso(self.clock())
         with self.engine.begin() as conn:
-            for start in range(0, len(ids), 1000):
-                query = update(t.outbox).where(t.outbox.c.id.in_(ids[start:start + 1000]))
+            if conn.dialect.name == "postgresql" and ids:
+                conn.exec_driver_sql("UPDATE outbox SET sent_at = %(now)s WHERE id = ANY(%(ids)b::bigint[])"
+                                     + (" AND sent_at IS NULL" if only_unsent else ""), {"now": now, "ids": ids})
+            for start in range(0, len(ids) if conn.dialect.name != "postgresql" else 0, 500):
+                query = update(t.outbox).where(t.outbox.c.id.in_(ids[start:start + 500]))
                 if only_unsent:
                     query = query.where(t.outbox.c.sent_at.is_(None))
                 conn.execute(query.values(sent_at=now))

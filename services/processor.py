@@ -28,7 +28,8 @@ from services.rules.exceptions import allocate, is_shortage, judge_dunning, stoc
 from services.store import tables as t
 from services.store.bulk import bulk_insert
 from services.store.db import insert_stmt, lock_keys
-from services.store.state import StateRepository, MasterDataCache, add_to_counters, dumps, new_alert_row
+from services.store.state import (KeyAccountCache, MasterDataCache, StateRepository, add_to_counters, dumps,
+                                  new_alert_row, related_agreements)
 
 log = logging.getLogger("onevoice.processor")
 ALERT_NAMESPACE = uuid.UUID("6f1c1a52-6a3e-4f4e-9a51-0c0ffee0a1e7")
@@ -57,15 +58,18 @@ class InputRecord:
 
 @dataclass
 class BatchResult:
+    """What a batch did: counters for the ops stream, and the outputs it committed to the outbox."""
+
     processed: int = 0
     duplicates: int = 0
     stale: int = 0
     dead_letters: int = 0
     unknown_accounts: int = 0
     outputs: int = 0
+    committed_outputs: list[tuple] = field(default_factory=list)  # (outbox id, topic, key, value) in id order
 
     def counters(self) -> dict[str, int]:
-        return {k: v for k, v in self.__dict__.items() if k != "outputs"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("outputs", "committed_outputs")}
 
 
 @dataclass
@@ -112,6 +116,7 @@ class Processor:
         self.instance = instance
         self.consecutive_rejects = 0
         self.master_cache = MasterDataCache()
+        self.key_cache = KeyAccountCache()
 
     def process(self, records: list[InputRecord]) -> BatchResult:
         """Apply a batch exactly once; retried whole on deadlocks and lost races.
@@ -170,10 +175,11 @@ class Processor:
         for attempt in range(8):
             try:
                 with self.engine.begin() as conn:
-                    batch = _Batch(StateRepository(conn, self.master_cache), self.clock())
+                    batch = _Batch(StateRepository(conn, self.master_cache, self.key_cache), self.clock())
                     self._apply(batch, records)
                     self._write(batch)
-                    return batch.result
+                batch.repo.after_commit()
+                return batch.result
             except (IntegrityError, DBAPIError) as exc:
                 if not _retryable(exc) or attempt == 7:
                     raise
@@ -281,21 +287,37 @@ class Processor:
     def _lock_touched(self, batch: _Batch, events: list[Event]) -> None:
         """Lock, in sorted order, every key account (and stock item) the batch is going to change.
 
-        What was read before the locks were held may be stale, so it is read again after.
+        On PostgreSQL the keys come from a first read without locks. What it read is kept only if
+        the keys' versions show that nobody changed them since this process last did; otherwise
+        it is read again under the locks.
         """
-        postgres = batch.repo.conn.dialect.name == "postgresql" and bool(events)
-        keys = self._prefetch(batch, events, complete=not postgres)
-        if not postgres:
+        if not events:
             return
-        lock_keys(batch.repo.conn, keys)
-        batch.locked.update(keys)
-        batch.repo.forget_all()
+        if batch.repo.conn.dialect.name != "postgresql":  # BEGIN IMMEDIATE: nobody else writes meanwhile
+            self._lock(batch, self._prefetch(batch, events))
+            return
+        keys = self._prefetch(batch, events, complete=False)
+        if self._lock(batch, keys):
+            batch.repo.forget_absent()
+        else:
+            batch.repo.forget_all()
         self._prefetch(batch, events)
+
+    def _lock(self, batch: _Batch, keys: set[str]) -> bool:
+        """Lock keys not yet locked (PostgreSQL); True if what this process cached of them is current."""
+        new = set(keys) - batch.locked
+        if not new:
+            return True
+        lock_keys(batch.repo.conn, new)
+        batch.locked.update(new)
+        return batch.repo.validate_keys(new)
 
     def _write(self, batch: _Batch) -> None:
         batch.repo.flush()
+        batch.repo.bump_keys(batch.locked)
         conn = batch.repo.conn
-        bulk_insert(conn, t.outbox, batch.outbox)
+        ids = sorted(i for (i,) in bulk_insert(conn, t.outbox, batch.outbox, returning=("id",)))
+        batch.result.committed_outputs = [(i, row["topic"], row["key"], row["value"]) for i, row in zip(ids, batch.outbox)]
         batch.result.outputs = len(batch.outbox)
         add_to_counters(conn, self.instance, batch.result.counters())
 
@@ -436,42 +458,49 @@ class Processor:
     # -- conflicts ------------------------------------------------------------------------
 
     def _judge_key_accounts(self, batch: _Batch) -> None:
-        """Re-evaluate every key account the batch changed and reconcile its conflict alerts."""
+        """Re-evaluate every key account the batch changed and reconcile its conflict alerts.
+
+        A key account changed as a whole (team, hierarchy) is judged whole; one where only some
+        agreements or promotions changed is judged on the conflicts those can take part in.
+        """
         if not batch.dirty:
             return
         repo = batch.repo
-        missing = set(batch.dirty) - batch.locked
-        if missing and repo.conn.dialect.name == "postgresql":
-            lock_keys(repo.conn, missing)
-            batch.locked.update(missing)
+        if not self._lock(batch, set(batch.dirty)) and repo.conn.dialect.name == "postgresql":
             repo.forget_all()
-        whole = sorted(batch.whole)
+        roots = sorted(batch.dirty)
         partial = {root: ids for root, ids in batch.changed.items() if root not in batch.whole}
-        existing = repo.conflict_alerts(whole, CONFLICT_RULES)
-        existing.update(repo.conflict_alerts(partial, CONFLICT_RULES, {i for ids in partial.values() for i in ids}))
-        teams = repo.teams(batch.dirty)
+        related = related_agreements(repo, partial)
+        states = repo.key_account_states(roots, batch.whole, CONFLICT_RULES)
+        teams = repo.teams(roots)
+        agreements_by_root = {}
+        pairs = set()
+        for root in roots:
+            state = states[root]
+            agreements = list(state.agreements.values())
+            if root in partial:
+                agreements = [a for a in agreements if related(root, a)]
+            agreements_by_root[root] = agreements
+            products = {a.product_id for a in agreements if a.kind == "price" and a.scope == "global"}
+            pairs.update((a.country, p) for a in state.accounts.values() for p in products)
+        promotions_by_pair = repo.promotions_for(pairs) if pairs else {}
         today = batch.now.date()
-        for roots, changed in ((whole, None), (sorted(partial), partial)):
-            if not roots:
-                continue
-            accounts_by_root, agreements_by_root, promotions_by_pair = repo.views_material(roots, changed)
-            for root in roots:
-                members = accounts_by_root.get(root, {})
-                findings: list[Finding] = []
-                key_account = members.get(root)
-                if key_account is not None and key_account.tier != "none":
-                    countries = {a.country for a in members.values()}
-                    promotions = tuple(p for (country, _), ps in promotions_by_pair.items() if country in countries
-                                       for p in ps)
-                    view = KeyAccountView(key_account, members, teams[root], tuple(agreements_by_root.get(root, [])),
-                                          promotions)
-                    findings = evaluate_key_account(view, today, self.settings.fallback_assignee)
-                alerts = existing.get(root, [])
-                if changed is not None:
-                    ids = changed[root]
-                    findings = [f for f in findings if ids.intersection(f.evidence)]
-                    alerts = [a for a in alerts if ids.intersection(json.loads(a["evidence"]))]
-                self._reconcile(batch, alerts, findings, batch.dirty[root])
+        for root in roots:
+            members = states[root].accounts
+            findings: list[Finding] = []
+            key_account = members.get(root)
+            if key_account is not None and key_account.tier != "none":
+                countries = {a.country for a in members.values()}
+                promotions = tuple(p for (country, _), ps in promotions_by_pair.items() if country in countries
+                                   for p in ps)
+                view = KeyAccountView(key_account, members, teams[root], tuple(agreements_by_root[root]), promotions)
+                findings = evaluate_key_account(view, today, self.settings.fallback_assignee)
+            alerts = list(states[root].alerts.values())
+            if root in partial:
+                ids = partial[root]
+                findings = [f for f in findings if ids.intersection(f.evidence)]
+                alerts = [a for a in alerts if ids.intersection(json.loads(a["evidence"]))]
+            self._reconcile(batch, alerts, findings, batch.dirty[root])
 
     def _reconcile(self, batch: _Batch, existing, findings: list[Finding], caused_by: str) -> None:
         open_by_fingerprint = {a["fingerprint"]: a for a in existing if a["status"] not in CLOSED_STATUSES}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Table
+from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
@@ -85,3 +85,23 @@ def _executemany(conn: Connection, table: Table, rows, conflict, update, returni
         return [tuple(r) for r in conn.execute(stmt, list(rows))]
     conn.execute(stmt, list(rows))
     return []
+
+
+def increment_versions(conn: Connection, keys: Sequence[str]) -> dict[str, int]:
+    """Add one to the `key_versions` counter of each key (creating it at 1); returns the new versions."""
+    from services.store import tables as t
+
+    if conn.dialect.name == "postgresql":
+        return dict(conn.exec_driver_sql(
+            "INSERT INTO key_versions (key, version) SELECT k, 1 FROM unnest(%(keys)b::VARCHAR[]) AS k "
+            "ON CONFLICT (key) DO UPDATE SET version = key_versions.version + 1 RETURNING key, version",
+            {"keys": list(keys)}).tuples().all())
+    stmt = insert_stmt(conn, t.key_versions)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"version": t.key_versions.c.version + 1}),
+                 [{"key": key, "version": 1} for key in keys])
+    found: dict[str, int] = {}
+    keys = list(keys)
+    for start in range(0, len(keys), 500):
+        found.update(conn.execute(select(t.key_versions.c.key, t.key_versions.c.version)
+                                  .where(t.key_versions.c.key.in_(keys[start:start + 500]))).tuples().all())
+    return found

@@ -9,17 +9,18 @@ thousands of events costs a handful of statements, not several per event.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import Table, and_, false, or_, select, tuple_, update
+from sqlalchemy import Table, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from services.domain import CLOSED_STATUSES, Account, Agreement, Promotion, Team, TeamMember
 from services.store import tables as t
-from services.store.bulk import bulk_insert
+from services.store.bulk import bulk_insert, increment_versions
 from services.store.db import insert_stmt
 
 CHUNK = 500
@@ -51,12 +52,13 @@ def _account(row: dict) -> Account:
 
 
 def _agreement(row) -> Agreement:
+    """An agreement from a stored row (any mapping of its columns)."""
     return Agreement(
-        agreement_id=row.agreement_id, version=row.version, kind=row.kind, account_id=row.account_id,
-        agreed_by=row.agreed_by, valid_from=_date(row.valid_from), valid_to=_date(row.valid_to), scope=row.scope,
-        country=row.country, product_id=row.product_id, price=Decimal(row.price) if row.price is not None else None,
-        currency=row.currency, contract_type=row.contract_type, status=row.status, service_id=row.service_id,
-        charge=row.charge)
+        agreement_id=row["agreement_id"], version=row["version"], kind=row["kind"], account_id=row["account_id"],
+        agreed_by=row["agreed_by"], valid_from=_date(row["valid_from"]), valid_to=_date(row["valid_to"]),
+        scope=row["scope"], country=row["country"], product_id=row["product_id"],
+        price=Decimal(row["price"]) if row["price"] is not None else None, currency=row["currency"],
+        contract_type=row["contract_type"], status=row["status"], service_id=row["service_id"], charge=row["charge"])
 
 
 def _promotion(row) -> Promotion:
@@ -90,13 +92,69 @@ class MasterDataCache:
             self.version = version
 
 
+@dataclass
+class KeyAccountState:
+    """Everything conflict judging reads of one key account: its accounts, agreements and conflict alerts."""
+
+    accounts: dict[str, Account] = field(default_factory=dict)
+    agreements: dict[str, Agreement] = field(default_factory=dict)
+    alerts: dict[str, dict] = field(default_factory=dict)  # conflict alerts open or closed by a decision
+
+    def copy(self) -> "KeyAccountState":
+        return KeyAccountState(dict(self.accounts), dict(self.agreements), dict(self.alerts))
+
+
+class KeyAccountCache:
+    """Key-account states and lock-key versions kept across transactions by one process.
+
+    A state is used only while its key's version in `key_versions` is the one this process
+    committed last: every transaction bumps the versions of the keys it locked, so a change by
+    another process (or one rolled back here) shows as a different version and the state is
+    read again. The cache changes only after a commit.
+    """
+
+    def __init__(self, limit: int = 5_000):
+        self.versions: dict[str, int] = {}
+        self.states: OrderedDict[str, KeyAccountState] = OrderedDict()
+        self.agreement_root: dict[str, str] = {}
+        self.rules: frozenset[str] = frozenset()  # the alert rules a state keeps
+        self.limit = limit
+
+    def drop(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.states.pop(key, None)
+
+    def get(self, root: str) -> KeyAccountState | None:
+        state = self.states.get(root)
+        if state is not None:
+            self.states.move_to_end(root)
+        return state
+
+    def store(self, root: str, state: KeyAccountState) -> None:
+        self.states[root] = state
+        self.states.move_to_end(root)
+        for agreement_id in state.agreements:
+            self.agreement_root[agreement_id] = root
+        while len(self.states) > self.limit:
+            _, evicted = self.states.popitem(last=False)
+            for agreement_id in evicted.agreements:
+                self.agreement_root.pop(agreement_id, None)
+
+
 class StateRepository:
     """The state of accounts, teams, agreements, promotions and alerts as seen from one transaction."""
 
-    def __init__(self, conn: Connection, master_cache: MasterDataCache | None = None):
+    def __init__(self, conn: Connection, master_cache: MasterDataCache | None = None,
+                 key_cache: KeyAccountCache | None = None):
         self.conn = conn
         self._master_cache = master_cache
         self._master_cache_checked = False
+        self._master_version: int | None = None
+        self._key_cache = key_cache
+        self._valid_keys: set[str] = set()  # lock keys whose cached state is current (checked under the lock)
+        self._bumped: dict[str, int] = {}
+        self._written: dict[str, dict[tuple, dict]] = defaultdict(dict)
+        self._states_read: dict[str, KeyAccountState] = {}
         self._changes_teams = False
         self._rows: dict[str, dict[tuple, dict | None]] = defaultdict(dict)
         self._pending: dict[str, dict[tuple, dict]] = defaultdict(dict)
@@ -133,10 +191,15 @@ class StateRepository:
             self.prefetch(table, [key])
         return self._rows[table.name].get(key)
 
+    def known(self, table: Table, *key) -> dict | None:
+        """The row if this transaction has read or written it already; never a query."""
+        return self._rows[table.name].get(key)
+
     def put(self, table: Table, row: dict) -> None:
         key = tuple(row[n] for n in KEYS[table.name])
         self._rows[table.name][key] = row
         self._pending[table.name][key] = row
+        self._written[table.name][key] = row
         if table is t.alerts:
             self._alerts_by_ref[(row["rule"], row["ref_id"])].add(row["alert_id"])
         elif table is t.accounts:
@@ -348,49 +411,163 @@ class StateRepository:
             return None
         if not self._master_cache_checked:
             version = self.conn.execute(select(t.versions.c.value).where(t.versions.c.name == "teams")).scalar()
-            self._master_cache.align(version if version is not None else -1)
+            self._master_version = version if version is not None else -1
+            self._master_cache.align(self._master_version)
             self._master_cache_checked = True
         return self._master_cache
 
     # -- agreements and promotions --------------------------------------------------------
 
-    def views_material(self, root_ids: Iterable[str], changed: dict[str, set[str]] | None = None):
-        """Accounts, agreements and promotions of several key accounts, in a few bulk queries.
+    def key_account_states(self, roots: Iterable[str], reread: set[str], rules: Iterable[str]
+                           ) -> dict[str, KeyAccountState]:
+        """The accounts, agreements and conflict alerts (of `rules`) of each key account, as of now.
 
-        With `changed` (root -> agreement ids), a root's agreements are limited to those that can
-        form a conflict with a changed one: the changed ones themselves, prices of the same
-        products, services of the same service ids, global contracts of the same types.
+        From the process cache where the key's version proved it current, with this transaction's
+        own writes laid over it; the others (and every root in `reread`, whose accounts changed)
+        are read in a few bulk queries and cached when the transaction commits.
         """
+        rules = sorted(set(rules))
         self.flush()
-        roots = sorted(set(root_ids))
-        accounts_by_root: dict[str, dict[str, Account]] = defaultdict(dict)
-        agreements_by_root: dict[str, list[Agreement]] = defaultdict(list)
-        a, g = t.accounts, t.agreements
+        roots = sorted(set(roots))
+        cache = self._key_cache
+        if cache is not None and cache.rules != frozenset(rules):
+            cache.states.clear()
+            cache.rules = frozenset(rules)
+        states: dict[str, KeyAccountState] = {}
+        missing = []
+        for root in roots:
+            cached = cache.get(root) if cache is not None and root in self._valid_keys and root not in reread else None
+            if cached is None:
+                missing.append(root)
+            else:
+                states[root] = cached.copy()
+        self._overlay_writes(states, rules)
+        states.update(self._read_states(missing, rules))
+        for state in states.values():
+            known = self._rows["alerts"]
+            for alert_id, row in state.alerts.items():
+                if known.get((alert_id,)) is None:
+                    known[(alert_id,)] = row
+        self._states_read.update(states)
+        return states
+
+    def _read_states(self, roots: list[str], rules: list[str]) -> dict[str, KeyAccountState]:
+        states = {root: KeyAccountState() for root in roots}
+        a, g, c = t.accounts, t.agreements, t.alerts.c
         for part in chunks(roots):
             for row in self.conn.execute(select(a).where(a.c.root_id.in_(part))):
                 mapping = dict(row._mapping)
                 self._rows["accounts"][(row.account_id,)] = mapping
-                accounts_by_root[row.root_id][row.account_id] = _account(mapping)
-            query = select(a.c.root_id, g).join(a, a.c.account_id == g.c.account_id).where(a.c.root_id.in_(part))
-            related = _related_filter(self, part, changed) if changed is not None else None
-            if related is not None:
-                query = query.where(related[0])
-            for row in self.conn.execute(query):
-                if related is None or related[1](row):
-                    agreements_by_root[row.root_id].append(_agreement(row))
-        wanted = set()
-        for root in roots:
-            products = {x.product_id for x in agreements_by_root[root] if x.kind == "price" and x.scope == "global"}
-            countries = {x.country for x in accounts_by_root[root].values()}
-            wanted.update((c, p) for c in countries for p in products)
+                states[row.root_id].accounts[row.account_id] = _account(mapping)
+            for row in self.conn.execute(select(a.c.root_id, g).join(a, a.c.account_id == g.c.account_id)
+                                         .where(a.c.root_id.in_(part))):
+                states[row.root_id].agreements[row.agreement_id] = _agreement(row._mapping)
+            query = select(t.alerts).where(
+                c.key_account_id.in_(part), c.rule.in_(rules),
+                or_(c.status.not_in(list(CLOSED_STATUSES)), c.closed_by_decision == True))  # noqa: E712
+            for mapping in self._remember_alerts(self.conn.execute(query)):
+                states[mapping["key_account_id"]].alerts[mapping["alert_id"]] = mapping
+        return states
+
+    def _overlay_writes(self, states: dict[str, KeyAccountState], rules: Iterable[str]) -> None:
+        """Lay this transaction's agreement and conflict-alert writes over (copies of) cached states."""
+        if not states:
+            return
+        cache = self._key_cache
+        for row in self._written.get("agreements", {}).values():
+            root = self._known_root(row["account_id"])
+            previous = cache.agreement_root.get(row["agreement_id"]) if cache is not None else None
+            if previous is not None and previous != root and previous in states:
+                states[previous].agreements.pop(row["agreement_id"], None)
+            if root in states:
+                states[root].agreements[row["agreement_id"]] = _agreement(row)
+        for row in self._written.get("alerts", {}).values():
+            state = states.get(row["key_account_id"])
+            if state is not None and row["rule"] in rules:
+                if is_open(row) or row["closed_by_decision"]:
+                    state.alerts[row["alert_id"]] = row
+                else:
+                    state.alerts.pop(row["alert_id"], None)
+
+    def _known_root(self, account_id: str | None) -> str | None:
+        """The root of a known account; None for unknown ones (their agreements belong to no key account)."""
+        account = self.account(account_id)
+        return account.root_id if account is not None else None
+
+    def promotions_for(self, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], list[Promotion]]:
+        """The promotions of these (country, product) pairs."""
+        self.flush()
         promotions_by_pair: dict[tuple[str, str], list[Promotion]] = defaultdict(list)
-        countries, products = sorted({c for c, _ in wanted}), sorted({p for _, p in wanted})
+        countries, products = sorted({c for c, _ in pairs}), sorted({p for _, p in pairs})
         c = t.promotions.c
         for part in chunks(products):
             for row in self.conn.execute(select(t.promotions).where(c.country.in_(countries), c.product_id.in_(part))):
-                if (row.country, row.product_id) in wanted:
+                if (row.country, row.product_id) in pairs:
                     promotions_by_pair[(row.country, row.product_id)].append(_promotion(row))
-        return accounts_by_root, agreements_by_root, promotions_by_pair
+        return promotions_by_pair
+
+    # -- lock keys and their versions -----------------------------------------------------
+
+    def validate_keys(self, keys: Iterable[str]) -> bool:
+        """Check, under the locks of `keys`, which cached key states are current; True if all are.
+
+        Also False when master data (accounts, teams) changed since this transaction first read it.
+        """
+        keys = sorted(set(keys))
+        cache = self._key_cache
+        found: dict[str, int] = {}
+        v = t.key_versions.c
+        for part in chunks(keys):
+            found.update(self.conn.execute(select(v.key, v.version).where(v.key.in_(part))).tuples().all())
+        master = self.conn.execute(select(t.versions.c.value).where(t.versions.c.name == "teams")).scalar()
+        current = {key for key in keys if cache is not None and cache.versions.get(key) == found.get(key, 0)}
+        if cache is not None:
+            cache.drop(set(keys) - current)
+        self._valid_keys.update(current)
+        master_unchanged = self._master_version is None or self._master_version == master
+        return len(current) == len(keys) and master_unchanged
+
+    def forget_absent(self) -> None:
+        """Forget what was found missing (another process may have just created it) and derived sets."""
+        for rows in self._rows.values():
+            for key in [k for k, row in rows.items() if row is None]:
+                del rows[key]
+        self._undercut.clear()
+        self._has_children.clear()
+
+    def bump_keys(self, keys: Iterable[str]) -> None:
+        """Count one more change under each of these lock keys (call while holding their locks)."""
+        keys = sorted(set(keys))
+        if not keys:
+            return
+        self._bumped = increment_versions(self.conn, keys)
+
+    def after_commit(self) -> None:
+        """The transaction committed: keep what it read and wrote of key accounts for the next one."""
+        cache = self._key_cache
+        if cache is None:
+            return
+        for root, state in self._states_read.items():
+            if root in self._bumped:
+                cache.store(root, state)
+        for key, version in self._bumped.items():
+            cache.versions[key] = version
+        for row in self._written.get("agreements", {}).values():
+            root = self._known_root(row["account_id"])
+            previous = cache.agreement_root.pop(row["agreement_id"], None)
+            if previous is not None and previous != root and previous in cache.states:
+                cache.states[previous].agreements.pop(row["agreement_id"], None)
+            if root in cache.states:
+                cache.states[root].agreements[row["agreement_id"]] = _agreement(row)
+                cache.agreement_root[row["agreement_id"]] = root
+        for row in self._written.get("alerts", {}).values():
+            state = cache.states.get(row["key_account_id"])
+            if state is None:
+                continue
+            if (is_open(row) or row["closed_by_decision"]) and row["rule"] in cache.rules:
+                state.alerts[row["alert_id"]] = row
+            else:
+                state.alerts.pop(row["alert_id"], None)
 
     # -- alerts ---------------------------------------------------------------------------
 
@@ -404,31 +581,6 @@ class StateRepository:
                 known[key] = dict(row._mapping)
                 self._alerts_by_ref[(row.rule, row.ref_id)].add(row.alert_id)
             out.append(known[key])
-        return out
-
-    def conflict_alerts(self, root_ids: Iterable[str], rules: Iterable[str],
-                        evidence: Iterable[str] | None = None) -> dict[str, list[dict]]:
-        """Open alerts of these rules, and those closed by a decision (they suppress a re-raise).
-
-        With `evidence`, only the alerts resting on one of those agreement or promotion ids.
-        """
-        self.flush()
-        c = t.alerts.c
-        out = defaultdict(list)
-        evidence = sorted(set(evidence)) if evidence is not None else None
-        for part in chunks(sorted(set(root_ids))):
-            query = select(t.alerts).where(
-                c.key_account_id.in_(part), c.rule.in_(list(rules)),
-                or_(c.status.not_in(list(CLOSED_STATUSES)), c.closed_by_decision == True))  # noqa: E712
-            if evidence is not None:
-                # Driven from the evidence index: a key account may have many alerts, a change touches few.
-                e = t.alert_evidence.c
-                query = (select(t.alerts).join(t.alert_evidence, e.alert_id == c.alert_id)
-                         .where(e.evidence_id.in_(evidence), c.key_account_id.in_(part), c.rule.in_(list(rules)),
-                                or_(c.status.not_in(list(CLOSED_STATUSES)), c.closed_by_decision == True))  # noqa: E712
-                         .distinct())
-            for mapping in self._remember_alerts(self.conn.execute(query)):
-                out[mapping["key_account_id"]].append(mapping)
         return out
 
     def prefetch_open_alerts(self, rule: str, ref_ids: Iterable[str]) -> None:
@@ -457,34 +609,28 @@ class StateRepository:
             c.rule.in_(list(rules)), c.status.not_in(list(CLOSED_STATUSES)))).scalars())
 
 
-def _related_filter(repo: StateRepository, roots: list[str], changed: dict[str, set[str]]):
-    """A SQL pre-filter and an exact per-row test for the agreements related to the changed ones."""
-    g = t.agreements.c
-    ids = {i for root in roots for i in changed.get(root, ())}
-    rows = [repo.get(t.agreements, i) or repo.get(t.promotions, i) for i in ids]
-    rows = [dict(r, agreement_id=r.get("agreement_id") or r["promotion_id"]) for r in rows if r is not None]
-    products = {(r["product_id"]) for r in rows if r["product_id"]}
-    services = {(r["service_id"]) for r in rows if r.get("service_id")}
-    contract_types = {(r["contract_type"]) for r in rows if r.get("contract_type")}
-    row_by_id = {r["agreement_id"]: r for r in rows}
-    by_root = {root: {"ids": changed.get(root, set())} for root in roots}
-    for root in roots:
-        mine = [row_by_id[i] for i in by_root[root]["ids"] if i in row_by_id]
-        by_root[root]["products"] = {r["product_id"] for r in mine if r["product_id"]}
-        by_root[root]["services"] = {r["service_id"] for r in mine if r.get("service_id")}
-        by_root[root]["contract_types"] = {r["contract_type"] for r in mine if r.get("contract_type")}
-    clause = or_(g.agreement_id.in_(sorted(ids)),
-                 g.product_id.in_(sorted(products)) if products else false(),
-                 g.service_id.in_(sorted(services)) if services else false(),
-                 and_(g.scope == "global", g.contract_type.in_(sorted(contract_types))) if contract_types else false())
+def related_agreements(repo: StateRepository, changed: dict[str, set[str]]) -> Callable[[str, Agreement], bool]:
+    """A test whether an agreement of a key account can form a conflict with one that changed there.
 
-    def test(row) -> bool:
-        mine = by_root[row.root_id]
-        return (row.agreement_id in mine["ids"] or (row.product_id is not None and row.product_id in mine["products"])
-                or (row.service_id is not None and row.service_id in mine["services"])
-                or (row.scope == "global" and row.contract_type in mine["contract_types"]))
+    Related are the changed agreements (or promotions) themselves, prices of the same products,
+    services of the same service ids and global contracts of the same types.
+    """
+    by_root = {}
+    for root, ids in changed.items():
+        rows = [r for i in ids if (r := repo.known(t.agreements, i) or repo.known(t.promotions, i)
+                                   or repo.get(t.agreements, i) or repo.get(t.promotions, i)) is not None]
+        by_root[root] = (ids, {r["product_id"] for r in rows if r["product_id"]},
+                         {r["service_id"] for r in rows if r.get("service_id")},
+                         {r["contract_type"] for r in rows if r.get("contract_type")})
 
-    return clause, test
+    def test(root: str, agreement: Agreement) -> bool:
+        ids, products, services, contract_types = by_root[root]
+        return (agreement.agreement_id in ids
+                or (agreement.product_id is not None and agreement.product_id in products)
+                or (agreement.service_id is not None and agreement.service_id in services)
+                or (agreement.scope == "global" and agreement.contract_type in contract_types))
+
+    return test
 
 
 def add_to_counters(conn: Connection, instance: str, counts: dict[str, int]) -> None:

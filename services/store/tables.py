@@ -215,3 +215,18 @@ class VersionRow(SQLModel, table=True):
 
 
 versions = VersionRow.__table__
+
+
+class KeyVersionRow(SQLModel, table=True):
+    """A counter per lock key (key account, stock item), bumped by every transaction that held its lock.
+
+    A process that finds a key at the version it last committed knows nobody changed that key's
+    state since, so it may keep what it cached of it across transactions.
+    """
+
+    __tablename__ = "key_versions"
+    key: str = Field(primary_key=True, max_length=160)
+    version: int = Field(sa_type=BigInteger, default=0)
+
+
+key_versions = KeyVersionRow.__table__
