@@ -88,26 +88,38 @@ class Service:
 
     async def _consume(self) -> None:
         consumer = self.consumer
-        while not self.stop.is_set():
-            fetched = await consumer.getmany(timeout_ms=200, max_records=self.settings.max_batch)
-            records = [InputRecord(m.topic, m.partition, m.offset, m.key, m.value)
-                       for messages in fetched.values() for m in messages]
-            if not records:
-                continue
-            began = time.perf_counter()
-            result = await self._apply(records)
-            if result is None:
-                return
-            applied = time.perf_counter()
-            self.relay.publish_committed(result.committed_outputs)
-            offsets = {tp: messages[-1].offset + 1 for tp, messages in fetched.items() if messages}
-            try:
-                await consumer.commit(offsets)
-                log.debug("batch of %d applied in %.1f ms, offsets committed in %.1f ms", len(records),
-                          (applied - began) * 1000, (time.perf_counter() - applied) * 1000)
-            except (CommitFailedError, KafkaError) as exc:
-                # The partitions moved to another member; it will re-read them and skip what we applied.
-                log.warning("offset commit failed (%s); redelivered events will be recognised as duplicates", exc)
+        committing: asyncio.Task | None = None
+        try:
+            while not self.stop.is_set():
+                fetched = await consumer.getmany(timeout_ms=200, max_records=self.settings.max_batch)
+                records = [InputRecord(m.topic, m.partition, m.offset, m.key, m.value)
+                           for messages in fetched.values() for m in messages]
+                if not records:
+                    continue
+                began = time.perf_counter()
+                result = await self._apply(records)
+                if result is None:
+                    return
+                log.debug("batch of %d applied in %.1f ms", len(records), (time.perf_counter() - began) * 1000)
+                self.relay.publish_committed(result.committed_outputs)
+                # The batch is durable: its offsets may be committed while the next batch is fetched and
+                # applied (one commit at a time, in order).
+                if committing is not None:
+                    await committing
+                offsets = {tp: messages[-1].offset + 1 for tp, messages in fetched.items() if messages}
+                committing = asyncio.create_task(self._commit(offsets))
+        finally:
+            if committing is not None:
+                await committing
+
+    async def _commit(self, offsets) -> None:
+        began = time.perf_counter()
+        try:
+            await self.consumer.commit(offsets)
+            log.debug("offsets committed in %.1f ms", (time.perf_counter() - began) * 1000)
+        except (CommitFailedError, KafkaError) as exc:
+            # The partitions moved to another member; it will re-read them and skip what we applied.
+            log.warning("offset commit failed (%s); redelivered events will be recognised as duplicates", exc)
 
     async def _apply(self, records: list[InputRecord]):
         """Apply a batch, waiting out database outages; None when asked to stop meanwhile."""

@@ -9,6 +9,7 @@ in-process: there is no round trip to save).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from sqlalchemy import Table, select
@@ -68,9 +69,11 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict], *, conflic
             continue
         sql = _unnest_sql(table, columns, conflict, update, returning)
         params = {f"c{i}": [row[name] for row in same] for i, name in enumerate(columns)}
-        result = conn.exec_driver_sql(sql, params)
-        if returning:
-            out += [tuple(r) for r in result]
+        # The driver's own cursor: its fetch also works inside a psycopg pipeline (see `pipelined`).
+        with conn.connection.dbapi_connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            if returning:
+                out += [tuple(r) for r in cursor.fetchall()]
     return out
 
 
@@ -92,10 +95,11 @@ def increment_versions(conn: Connection, keys: Sequence[str]) -> dict[str, int]:
     from services.store import tables as t
 
     if conn.dialect.name == "postgresql":
-        return dict(conn.exec_driver_sql(
-            "INSERT INTO key_versions (key, version) SELECT k, 1 FROM unnest(%(keys)b::VARCHAR[]) AS k "
-            "ON CONFLICT (key) DO UPDATE SET version = key_versions.version + 1 RETURNING key, version",
-            {"keys": list(keys)}).tuples().all())
+        with conn.connection.dbapi_connection.cursor() as cursor:
+            cursor.execute("INSERT INTO key_versions (key, version) SELECT k, 1 FROM unnest(%(keys)b::VARCHAR[]) AS k "
+                           "ON CONFLICT (key) DO UPDATE SET version = key_versions.version + 1 RETURNING key, version",
+                           {"keys": list(keys)})
+            return dict(cursor.fetchall())
     stmt = insert_stmt(conn, t.key_versions)
     conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"version": t.key_versions.c.version + 1}),
                  [{"key": key, "version": 1} for key in keys])
@@ -105,3 +109,17 @@ def increment_versions(conn: Connection, keys: Sequence[str]) -> dict[str, int]:
         found.update(conn.execute(select(t.key_versions.c.key, t.key_versions.c.version)
                                   .where(t.key_versions.c.key.in_(keys[start:start + 500]))).tuples().all())
     return found
+
+
+@contextlib.contextmanager
+def pipelined(conn: Connection):
+    """Send the statements of the block without waiting for each reply (psycopg pipeline mode).
+
+    Only for statements whose results are read through the driver's cursor (as `bulk_insert`
+    does) or not at all; an error surfaces at the next read or at the end of the block.
+    """
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    with conn.connection.dbapi_connection.pipeline():
+        yield

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import Table, or_, select, tuple_, update
+from sqlalchemy import Table, and_, literal, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from services.domain import CLOSED_STATUSES, Account, Agreement, Promotion, Team, TeamMember
@@ -150,6 +150,7 @@ class StateRepository:
         self._master_cache = master_cache
         self._master_cache_checked = False
         self._master_version: int | None = None
+        self.optimistic_master = False  # use the master cache unchecked until validate_keys (reads before locks)
         self._key_cache = key_cache
         self._valid_keys: set[str] = set()  # lock keys whose cached state is current (checked under the lock)
         self._bumped: dict[str, int] = {}
@@ -237,7 +238,6 @@ class StateRepository:
     def forget_all(self) -> None:
         """Drop what was read before the locks were taken (it may be stale); pending writes stay."""
         self.flush()
-        self._master_cache_checked = False
         self._rows.clear()
         self._teams.clear()
         self._has_children.clear()
@@ -410,6 +410,9 @@ class StateRepository:
         if self._master_cache is None or self._changes_teams:
             return None
         if not self._master_cache_checked:
+            if self.optimistic_master and self._master_cache.version is not None:
+                self._master_version = self._master_cache.version  # validate_keys checks it under the locks
+                return self._master_cache
             version = self.conn.execute(select(t.versions.c.value).where(t.versions.c.name == "teams")).scalar()
             self._master_version = version if version is not None else -1
             self._master_cache.align(self._master_version)
@@ -517,21 +520,31 @@ class StateRepository:
         cache = self._key_cache
         found: dict[str, int] = {}
         v = t.key_versions.c
-        for part in chunks(keys):
-            found.update(self.conn.execute(select(v.key, v.version).where(v.key.in_(part))).tuples().all())
-        master = self.conn.execute(select(t.versions.c.value).where(t.versions.c.name == "teams")).scalar()
+        master = -1
+        master_version = select(literal("").label("key"), t.versions.c.value.label("version"),
+                                literal(True).label("master")).where(t.versions.c.name == "teams")
+        for i, part in enumerate(chunks(keys)):
+            query = select(v.key, v.version, literal(False).label("master")).where(v.key.in_(part))
+            for key, version, is_master in self.conn.execute(query.union_all(master_version) if i == 0 else query):
+                if is_master:
+                    master = version
+                else:
+                    found[key] = version
+        master_unchanged = self._master_version is None or self._master_version == master
+        if self._master_cache is not None and not self._changes_teams:
+            self._master_cache.align(master)  # read under the locks: trusted for the rest of the transaction
+            self._master_version = master
+            self._master_cache_checked = True
+        self.optimistic_master = False
         current = {key for key in keys if cache is not None and cache.versions.get(key) == found.get(key, 0)}
         if cache is not None:
             cache.drop(set(keys) - current)
         self._valid_keys.update(current)
-        master_unchanged = self._master_version is None or self._master_version == master
         return len(current) == len(keys) and master_unchanged
 
-    def forget_absent(self) -> None:
-        """Forget what was found missing (another process may have just created it) and derived sets."""
-        for rows in self._rows.values():
-            for key in [k for k, row in rows.items() if row is None]:
-                del rows[key]
+    def forget_derived(self) -> None:
+        """Forget what was derived across key accounts before the locks (which roots a promotion
+        undercuts, which accounts have children); the rows themselves are current (`validate_keys`)."""
         self._undercut.clear()
         self._has_children.clear()
 
@@ -583,13 +596,18 @@ class StateRepository:
             out.append(known[key])
         return out
 
-    def prefetch_open_alerts(self, rule: str, ref_ids: Iterable[str]) -> None:
-        """Load the open alerts of a rule for these references (dunning ids, stock items)."""
+    def prefetch_open_alerts(self, refs_by_rule: dict[str, Iterable[str]]) -> None:
+        """Load the open alerts of rules for these references (dunning ids, stock items), in one query."""
         self.flush()
         c = t.alerts.c
-        for part in chunks(list(set(ref_ids))):
+        pairs = [(rule, ref) for rule, refs in refs_by_rule.items() for ref in set(refs)]
+        for part in chunks(pairs):
+            by_rule = defaultdict(list)
+            for rule, ref in part:
+                by_rule[rule].append(ref)
             self._remember_alerts(self.conn.execute(select(t.alerts).where(
-                c.rule == rule, c.ref_id.in_(part), c.status.not_in(list(CLOSED_STATUSES)))))
+                or_(*(and_(c.rule == rule, c.ref_id.in_(refs)) for rule, refs in by_rule.items())),
+                c.status.not_in(list(CLOSED_STATUSES)))))
 
     def open_alerts_for(self, rule: str, ref_id: str) -> list[dict]:
         """Open alerts of a rule about one reference (after `prefetch_open_alerts` for it)."""
