@@ -472,7 +472,7 @@ class Processor:
         roots = sorted(batch.dirty)
         partial = {root: ids for root, ids in batch.changed.items() if root not in batch.whole}
         related = related_agreements(repo, partial)
-        states = repo.key_account_states(roots, batch.whole, CONFLICT_RULES)
+        states = repo.key_account_states(roots, batch.whole, CONFLICT_RULES, partial)
         teams = repo.teams(roots)
         agreements_by_root = {}
         pairs = set()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import Table, and_, literal, or_, select, tuple_, update
+from sqlalchemy import Table, and_, false, literal, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from services.domain import CLOSED_STATUSES, Account, Agreement, Promotion, Team, TeamMember
@@ -118,7 +118,18 @@ class KeyAccountCache:
         self.states: OrderedDict[str, KeyAccountState] = OrderedDict()
         self.agreement_root: dict[str, str] = {}
         self.rules: frozenset[str] = frozenset()  # the alert rules a state keeps
+        self._met: OrderedDict[str, None] = OrderedDict()
         self.limit = limit
+
+    def met_before(self, root: str) -> bool:
+        """Whether this key account was judged recently; notes that it is now."""
+        if root in self._met:
+            self._met.move_to_end(root)
+            return True
+        self._met[root] = None
+        while len(self._met) > 4 * self.limit:
+            self._met.popitem(last=False)
+        return False
 
     def drop(self, keys: Iterable[str]) -> None:
         for key in keys:
@@ -421,14 +432,18 @@ class StateRepository:
 
     # -- agreements and promotions --------------------------------------------------------
 
-    def key_account_states(self, roots: Iterable[str], reread: set[str], rules: Iterable[str]
-                           ) -> dict[str, KeyAccountState]:
+    def key_account_states(self, roots: Iterable[str], reread: set[str], rules: Iterable[str],
+                           changed: dict[str, set[str]] | None = None) -> dict[str, KeyAccountState]:
         """The accounts, agreements and conflict alerts (of `rules`) of each key account, as of now.
 
         From the process cache where the key's version proved it current, with this transaction's
         own writes laid over it; the others (and every root in `reread`, whose accounts changed)
-        are read in a few bulk queries and cached when the transaction commits.
+        are read in a few bulk queries and cached when the transaction commits. A key account met
+        for the first time where only some agreements changed (`changed`: root -> their ids) is
+        read only as far as those can conflict, and not cached: in a large store most key accounts
+        are touched rarely, and reading all of their agreements would cost more than it saves.
         """
+        changed = changed or {}
         rules = sorted(set(rules))
         self.flush()
         roots = sorted(set(roots))
@@ -444,14 +459,18 @@ class StateRepository:
                 missing.append(root)
             else:
                 states[root] = cached.copy()
+        first_met = [root for root in missing if root in changed and root not in reread and cache is not None
+                     and not cache.met_before(root)]
         self._overlay_writes(states, rules)
-        states.update(self._read_states(missing, rules))
+        full = self._read_states(sorted(set(missing) - set(first_met)), rules)
+        states.update(full)
+        states.update(self._read_related_states(first_met, changed, rules))
         for state in states.values():
             known = self._rows["alerts"]
             for alert_id, row in state.alerts.items():
                 if known.get((alert_id,)) is None:
                     known[(alert_id,)] = row
-        self._states_read.update(states)
+        self._states_read.update({root: state for root, state in states.items() if root not in first_met})
         return states
 
     def _read_states(self, roots: list[str], rules: list[str]) -> dict[str, KeyAccountState]:
@@ -468,6 +487,40 @@ class StateRepository:
             query = select(t.alerts).where(
                 c.key_account_id.in_(part), c.rule.in_(rules),
                 or_(c.status.not_in(list(CLOSED_STATUSES)), c.closed_by_decision == True))  # noqa: E712
+            for mapping in self._remember_alerts(self.conn.execute(query)):
+                states[mapping["key_account_id"]].alerts[mapping["alert_id"]] = mapping
+        return states
+
+    def _read_related_states(self, roots: list[str], changed: dict[str, set[str]], rules: list[str]
+                             ) -> dict[str, KeyAccountState]:
+        """Partial states: all accounts, but only agreements and alerts related to the changed ids."""
+        states = {root: KeyAccountState() for root in roots}
+        if not roots:
+            return states
+        a, g, c, e = t.accounts, t.agreements.c, t.alerts.c, t.alert_evidence.c
+        ids = sorted({i for root in roots for i in changed[root]})
+        rows = [r for i in ids if (r := self.known(t.agreements, i) or self.known(t.promotions, i)
+                                   or self.get(t.agreements, i) or self.get(t.promotions, i)) is not None]
+        products = sorted({r["product_id"] for r in rows if r["product_id"]})
+        services = sorted({r["service_id"] for r in rows if r.get("service_id")})
+        contract_types = sorted({r["contract_type"] for r in rows if r.get("contract_type")})
+        related = or_(g.agreement_id.in_(ids),
+                      g.product_id.in_(products) if products else false(),
+                      g.service_id.in_(services) if services else false(),
+                      and_(g.scope == "global", g.contract_type.in_(contract_types)) if contract_types else false())
+        for part in chunks(roots):
+            for row in self.conn.execute(select(a).where(a.c.root_id.in_(part))):
+                mapping = dict(row._mapping)
+                self._rows["accounts"][(row.account_id,)] = mapping
+                states[row.root_id].accounts[row.account_id] = _account(mapping)
+            for row in self.conn.execute(select(a.c.root_id, t.agreements).join(a, a.c.account_id == g.account_id)
+                                         .where(a.c.root_id.in_(part), related)):
+                states[row.root_id].agreements[row.agreement_id] = _agreement(row._mapping)
+            # Driven from the evidence index: a key account may have many alerts, a change touches few.
+            query = (select(t.alerts).join(t.alert_evidence, e.alert_id == c.alert_id)
+                     .where(e.evidence_id.in_(ids), c.key_account_id.in_(part), c.rule.in_(rules),
+                            or_(c.status.not_in(list(CLOSED_STATUSES)), c.closed_by_decision == True))  # noqa: E712
+                     .distinct())
             for mapping in self._remember_alerts(self.conn.execute(query)):
                 states[mapping["key_account_id"]].alerts[mapping["alert_id"]] = mapping
         return states
