@@ -1,0 +1,100 @@
+"""The per-process cache of key-account states: trusted only at the version its process committed last."""
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from services.config import Settings
+from services.processor import InputRecord, Processor
+from services.store import tables as t
+from services.store.db import create_tables, make_engine
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request):
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_database")
+
+
+def _record(i: int, type_: str, data: dict) -> InputRecord:
+    return InputRecord("x", 0, i, None, json.dumps({
+        "specversion": "1.0", "id": f"c{i}", "source": "test", "type": type_,
+        "time": f"2027-01-01T00:00:{i:02d}Z", "data": data}).encode())
+
+
+def _contract(i: int, agreement_id: str, version: int = 1) -> InputRecord:
+    return _record(i, "contract.negotiated", {
+        "agreement_id": agreement_id, "version": version, "account_id": "K", "scope": "global", "country": None,
+        "contract_type": "framework", "status": "signed", "valid_from": "2027-01-01", "valid_to": None,
+        "agreed_by": "p-g"})
+
+
+def _withdrawal(i: int, agreement_id: str, version: int) -> InputRecord:
+    return _record(i, "agreement.withdrawn", {"agreement_id": agreement_id, "version": version,
+                                              "withdrawn_by": "p-g", "reason": "test"})
+
+
+def _key_account_with_team() -> list[InputRecord]:
+    return [_record(0, "account.upserted", {"account_id": "K", "name": "K", "parent_id": None, "country": "DE",
+                                            "tier": "key"}),
+            _record(1, "team.member_assigned", {"account_id": "K", "person_id": "p-g", "role": "global_kam"})]
+
+
+def _alert_statuses(engine) -> list[tuple[str, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.outbox.c.value).where(t.outbox.c.topic == "kam.alerts").order_by(t.outbox.c.id))
+        return [(m["fingerprint"], m["status"]) for m in map(json.loads, (r.value for r in rows))
+                if m["rule"] == "duplicate_global_contract"]
+
+
+def _processors(url):
+    engine = make_engine(url)
+    create_tables(engine)
+    settings = Settings(database_url=url)
+    return engine, Processor(engine, settings, instance="first"), Processor(engine, settings, instance="second")
+
+
+def test_a_process_sees_what_another_changed_in_a_key_account_it_has_cached(store_url):
+    engine, first, second = _processors(store_url)
+    first.process(_key_account_with_team() + [_contract(2, "C1")])
+    assert "K" in first.key_cache.states  # judged whole: now cached by the first process
+    second.process([_contract(3, "C2")])  # the second process opens the duplicate-contract conflict
+    assert _alert_statuses(engine) == [("duplicate_global_contract:K:C1|C2", "open")]
+    first.process([_withdrawal(4, "C2", 2)])  # the first process's cache knows neither C2 nor the alert
+    assert _alert_statuses(engine) == [("duplicate_global_contract:K:C1|C2", "open"),
+                                       ("duplicate_global_contract:K:C1|C2", "resolved")]
+
+
+def test_a_rolled_back_batch_leaves_the_cache_as_it_was(store_url, monkeypatch):
+    engine, first, _ = _processors(store_url)
+    first.process(_key_account_with_team() + [_contract(2, "C1")])
+    cached_version = first.key_cache.versions["K"]
+
+    def fail(self, batch):
+        raise RuntimeError("the database went away before the commit")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Processor, "_write", fail)
+        with pytest.raises(RuntimeError):
+            first._process_with_retries([_contract(3, "C2")])
+    assert "C2" not in first.key_cache.states["K"].agreements
+    assert first.key_cache.versions["K"] == cached_version
+    first.process([_contract(3, "C2")])
+    assert _alert_statuses(engine) == [("duplicate_global_contract:K:C1|C2", "open")]
+    assert "C2" in first.key_cache.states["K"].agreements
+
+
+def test_cached_and_uncached_processing_give_the_same_outputs(store_url, tmp_path):
+    """The same events through one process in small batches (cache warm) and one batch per fresh process."""
+    events = _key_account_with_team() + [_contract(2, "C1"), _contract(3, "C2"), _contract(4, "C3"),
+                                         _withdrawal(5, "C2", 2), _contract(6, "C1", 2), _withdrawal(7, "C3", 2)]
+    engine, warm, _ = _processors(store_url)
+    for record in events:
+        warm.process([record])
+    cold_url = f"sqlite:///{tmp_path / 'cold.db'}"
+    cold_engine = make_engine(cold_url)
+    create_tables(cold_engine)
+    for record in events:
+        Processor(cold_engine, Settings(database_url=cold_url)).process([record])
+    assert _alert_statuses(engine) == _alert_statuses(cold_engine)
+    assert ("duplicate_global_contract:K:C1|C3", "resolved") in _alert_statuses(engine)
