@@ -23,7 +23,7 @@ from services.store import tables as t
 from services.store.bulk import bulk_insert, increment_versions
 from services.store.db import insert_stmt
 
-CHUNK = 500
+CHUNK = 2000  # ids per IN list: few statements per batch, far below SQLite's 32,766 variables
 KEYS: dict[str, tuple[str, ...]] = {
     "accounts": ("account_id",),
     "team_members": ("account_id", "person_id", "role"),
@@ -368,15 +368,17 @@ class StateRepository:
         here, anywhere, price = t.accounts.alias("here"), t.accounts.alias("anywhere"), t.agreements
         for pair in wanted:
             self._undercut[pair] = set()
-        for part in chunks(wanted):
+        # Driven by the product index, pairs checked here: a list of (country, product) tuples becomes
+        # a chain of ORs that PostgreSQL evaluates row by row after a sequential scan.
+        for part in chunks(sorted({p for _, p in wanted})):
             rows = self.conn.execute(
                 select(here.c.country, price.c.product_id, here.c.root_id).distinct()
                 .join(anywhere, anywhere.c.root_id == here.c.root_id)
                 .join(price, price.c.account_id == anywhere.c.account_id)
-                .where(tuple_(here.c.country, price.c.product_id).in_(part), price.c.kind == "price",
-                       price.c.scope == "global"))
+                .where(price.c.product_id.in_(part), price.c.kind == "price", price.c.scope == "global"))
             for country, product_id, root_id in rows:
-                self._undercut[(country, product_id)].add(root_id)
+                if (country, product_id) in self._undercut:
+                    self._undercut[(country, product_id)].add(root_id)
 
     def key_accounts_undercut_in(self, country: str, product_id: str) -> set[str]:
         """Roots a promotion in `country` for `product_id` may undercut (see `prefetch_undercut`)."""
