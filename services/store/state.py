@@ -223,12 +223,23 @@ class StateRepository:
             self._changes_teams = True
             self._teams.pop(self.root_of(row["account_id"]), None)
 
-    def flush(self) -> None:
-        """Write every pending change, one bulk upsert per table."""
-        if self._changes_teams and (self._pending.get("accounts") or self._pending.get("team_members")):
+    def flush(self, *tables: Table) -> None:
+        """Write the pending changes of `tables` (all when none are named), one bulk upsert per table.
+
+        Reads flush only the tables they read, so in the steady state most writes wait for the
+        end of the batch and go out together in one pipeline.
+        """
+        wanted = {table.name for table in (tables or FLUSH_ORDER)}
+        if "alert_evidence" in wanted:
+            wanted.add("alerts")  # evidence rows refer to their alert
+        if self._changes_teams and ({"accounts", "team_members"} & wanted) and (
+                self._pending.get("accounts") or self._pending.get("team_members")):
+            wanted.update(("accounts", "team_members"))
             self.conn.execute(update(t.versions).where(t.versions.c.name == "teams")
                               .values(value=t.versions.c.value + 1))
         for table in FLUSH_ORDER:
+            if table.name not in wanted:
+                continue
             pending = self._pending.pop(table.name, None)
             if not pending:
                 continue
@@ -296,7 +307,7 @@ class StateRepository:
 
     def prefetch_children(self, account_ids: Iterable[str]) -> None:
         """Learn in one query which of these accounts have stored children (most have none)."""
-        self.flush()
+        self.flush(t.accounts)
         wanted = [i for i in set(account_ids) if i is not None and i not in self._has_children]
         for part in chunks(wanted):
             parents = set(self.conn.execute(select(t.accounts.c.parent_id).distinct()
@@ -310,7 +321,7 @@ class StateRepository:
 
     def subtree(self, account_id: str) -> list[str]:
         """The account and all its known descendants."""
-        self.flush()
+        self.flush(t.accounts)
         found, frontier = [account_id], [account_id]
         while frontier:
             rows = []
@@ -364,7 +375,7 @@ class StateRepository:
         wanted = sorted({p for p in pairs if p not in self._undercut})
         if not wanted:
             return
-        self.flush()
+        self.flush(t.accounts, t.agreements)
         here, anywhere, price = t.accounts.alias("here"), t.accounts.alias("anywhere"), t.agreements
         for pair in wanted:
             self._undercut[pair] = set()
@@ -398,7 +409,7 @@ class StateRepository:
                     self._teams[root] = shared[root]
         missing = [r for r in roots if r not in self._teams]
         if missing:
-            self.flush()
+            self.flush(t.accounts, t.team_members)
             latest: dict[str, dict[tuple[str, str], tuple]] = defaultdict(dict)
             for part in chunks(missing):
                 rows = self.conn.execute(
@@ -447,7 +458,6 @@ class StateRepository:
         """
         changed = changed or {}
         rules = sorted(set(rules))
-        self.flush()
         roots = sorted(set(roots))
         cache = self._key_cache
         if cache is not None and cache.rules != frozenset(rules):
@@ -464,6 +474,8 @@ class StateRepository:
         first_met = [root for root in missing if root in changed and root not in reread and cache is not None
                      and not cache.met_before(root)]
         self._overlay_writes(states, rules)
+        if missing:
+            self.flush(t.accounts, t.agreements, t.promotions, t.alerts, t.alert_evidence)
         full = self._read_states(sorted(set(missing) - set(first_met)), rules)
         states.update(full)
         states.update(self._read_related_states(first_met, changed, rules))
@@ -554,7 +566,7 @@ class StateRepository:
 
     def promotions_for(self, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], list[Promotion]]:
         """The promotions of these (country, product) pairs."""
-        self.flush()
+        self.flush(t.promotions)
         promotions_by_pair: dict[tuple[str, str], list[Promotion]] = defaultdict(list)
         countries, products = sorted({c for c, _ in pairs}), sorted({p for _, p in pairs})
         c = t.promotions.c
@@ -653,7 +665,7 @@ class StateRepository:
 
     def prefetch_open_alerts(self, refs_by_rule: dict[str, Iterable[str]]) -> None:
         """Load the open alerts of rules for these references (dunning ids, stock items), in one query."""
-        self.flush()
+        self.flush(t.alerts)
         c = t.alerts.c
         pairs = [(rule, ref) for rule, refs in refs_by_rule.items() for ref in set(refs)]
         for part in chunks(pairs):
