@@ -9,10 +9,12 @@ offsets, so an input is either fully applied or redelivered and recognised.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -484,23 +486,24 @@ class Processor:
             agreements_by_root[root] = agreements
             products = {a.product_id for a in agreements if a.kind == "price" and a.scope == "global"}
             pairs.update((a.country, p) for a in state.accounts.values() for p in products)
-        promotions_by_pair = repo.promotions_for(pairs) if pairs else {}
+        promotions_by_country = defaultdict(list)
+        for (country, _), found in (repo.promotions_for(pairs) if pairs else {}).items():
+            promotions_by_country[country].extend(found)
         today = batch.now.date()
         for root in roots:
             members = states[root].accounts
             findings: list[Finding] = []
             key_account = members.get(root)
             if key_account is not None and key_account.tier != "none":
-                countries = {a.country for a in members.values()}
-                promotions = tuple(p for (country, _), ps in promotions_by_pair.items() if country in countries
-                                   for p in ps)
+                countries = sorted({a.country for a in members.values()})
+                promotions = tuple(p for country in countries for p in promotions_by_country.get(country, ()))
                 view = KeyAccountView(key_account, members, teams[root], tuple(agreements_by_root[root]), promotions)
                 findings = evaluate_key_account(view, today, self.settings.fallback_assignee)
             alerts = list(states[root].alerts.values())
             if root in partial:
                 ids = partial[root]
                 findings = [f for f in findings if ids.intersection(f.evidence)]
-                alerts = [a for a in alerts if ids.intersection(json.loads(a["evidence"]))]
+                alerts = [a for a in alerts if not ids.isdisjoint(evidence_ids(a["evidence"]))]
             self._reconcile(batch, alerts, findings, batch.dirty[root])
 
     def _reconcile(self, batch: _Batch, existing, findings: list[Finding], caused_by: str) -> None:
@@ -627,6 +630,12 @@ def alert_message(row: dict) -> dict:
         "recipients": json.loads(row["recipients"]), "due_at": row["due_at"], "caused_by": row["caused_by"],
         "created_at": row["created_at"], "updated_at": row["updated_at"], "data": json.loads(row["data"]),
     }
+
+
+@functools.lru_cache(maxsize=65536)
+def evidence_ids(evidence: str) -> frozenset[str]:
+    """The ids in an alert's stored evidence (a JSON list); parsed once per distinct text."""
+    return frozenset(json.loads(evidence))
 
 
 def _stamp(event: Event) -> tuple[str, str]:

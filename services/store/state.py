@@ -167,6 +167,7 @@ class StateRepository:
         self._bumped: dict[str, int] = {}
         self._written: dict[str, dict[tuple, dict]] = defaultdict(dict)
         self._states_read: dict[str, KeyAccountState] = {}
+        self._accounts_built: dict[str, tuple[dict, Account]] = {}
         self._changes_teams = False
         self._rows: dict[str, dict[tuple, dict | None]] = defaultdict(dict)
         self._pending: dict[str, dict[tuple, dict]] = defaultdict(dict)
@@ -273,13 +274,21 @@ class StateRepository:
         ids = [i for i in set(ids) if i is not None]
         self.prefetch(t.accounts, [(i,) for i in ids])
         rows = self._rows["accounts"]
-        return {i: _account(rows[(i,)]) for i in ids if rows.get((i,)) is not None}
+        return {i: self._as_account(rows[(i,)]) for i in ids if rows.get((i,)) is not None}
 
     def account(self, account_id: str | None) -> Account | None:
         if account_id is None:
             return None
         row = self.get(t.accounts, account_id)
-        return _account(row) if row is not None else None
+        return self._as_account(row) if row is not None else None
+
+    def _as_account(self, row: dict) -> Account:
+        """The Account of a row, built once per row object (rows are replaced, never changed in place)."""
+        built = self._accounts_built.get(row["account_id"])
+        if built is None or built[0] is not row:
+            built = (row, _account(row))
+            self._accounts_built[row["account_id"]] = built
+        return built[1]
 
     def root_of(self, account_id: str | None) -> str | None:
         account = self.account(account_id)
