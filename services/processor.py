@@ -574,7 +574,9 @@ class Processor:
         batch.repo.put(t.alerts, row)
         for evidence_id in finding.evidence:
             batch.repo.put(t.alert_evidence, {"alert_id": alert_id, "evidence_id": evidence_id})
-        batch.emit("kam.alerts", finding.assignee, alert_message(row))
+        batch.emit("kam.alerts", finding.assignee, alert_message(row, evidence=list(finding.evidence),
+                                                                  recipients=list(finding.recipients),
+                                                                  data=finding.data))
         return alert_id
 
     def _refresh_alert(self, batch: _Batch, alert, finding: Finding) -> None:
@@ -620,15 +622,17 @@ class Processor:
         batch.emit("kam.dlq", key, letter)
 
 
-def alert_message(row: dict) -> dict:
-    """The kam.alerts message of CONTRACT §6 for an alert row."""
+def alert_message(row: dict, *, evidence: list | None = None, recipients: list | None = None,
+                  data: dict | None = None) -> dict:
+    """The kam.alerts message of CONTRACT §6 for an alert row (its JSON columns given parsed, if at hand)."""
     return {
         "alert_id": row["alert_id"], "fingerprint": row["fingerprint"], "rule": row["rule"],
         "severity": row["severity"], "status": row["status"], "key_account_id": row["key_account_id"],
         "account_id": row["account_id"], "title": row["title"], "detail": row["detail"],
-        "evidence": json.loads(row["evidence"]), "assignee": row["assignee"],
-        "recipients": json.loads(row["recipients"]), "due_at": row["due_at"], "caused_by": row["caused_by"],
-        "created_at": row["created_at"], "updated_at": row["updated_at"], "data": json.loads(row["data"]),
+        "evidence": evidence if evidence is not None else json.loads(row["evidence"]), "assignee": row["assignee"],
+        "recipients": recipients if recipients is not None else json.loads(row["recipients"]),
+        "due_at": row["due_at"], "caused_by": row["caused_by"], "created_at": row["created_at"],
+        "updated_at": row["updated_at"], "data": data if data is not None else json.loads(row["data"]),
     }
 
 
