@@ -180,7 +180,10 @@ class Processor:
                     batch = _Batch(StateRepository(conn, self.master_cache, self.key_cache), self.clock())
                     self._apply(batch, records)
                     self._write(batch)
-                batch.repo.after_commit()
+                try:
+                    batch.repo.after_commit()
+                except Exception:  # the batch is committed: never apply it again; the cache was dropped
+                    log.exception("could not keep the batch's key-account states; cache cleared")
                 return batch.result
             except (IntegrityError, DBAPIError) as exc:
                 if not _retryable(exc) or attempt == 7:
@@ -316,6 +319,7 @@ class Processor:
 
     def _write(self, batch: _Batch) -> None:
         conn = batch.repo.conn
+        batch.repo.before_commit()
         with pipelined(conn):  # the writes need no answers but the outbox ids: one round trip, not ten
             batch.repo.flush()
             add_to_counters(conn, self.instance, batch.result.counters())

@@ -131,6 +131,11 @@ class KeyAccountCache:
             self._met.popitem(last=False)
         return False
 
+    def clear(self) -> None:
+        self.versions.clear()
+        self.states.clear()
+        self.agreement_root.clear()
+
     def drop(self, keys: Iterable[str]) -> None:
         for key in keys:
             self.states.pop(key, None)
@@ -168,6 +173,7 @@ class StateRepository:
         self._written: dict[str, dict[tuple, dict]] = defaultdict(dict)
         self._states_read: dict[str, KeyAccountState] = {}
         self._accounts_built: dict[str, tuple[dict, Account]] = {}
+        self._agreement_roots: dict[str, str | None] = {}
         self._changes_teams = False
         self._rows: dict[str, dict[tuple, dict | None]] = defaultdict(dict)
         self._pending: dict[str, dict[tuple, dict]] = defaultdict(dict)
@@ -553,7 +559,9 @@ class StateRepository:
         if not states:
             return
         cache = self._key_cache
-        for row in self._written.get("agreements", {}).values():
+        written = self._written.get("agreements", {})
+        self.accounts({row["account_id"] for row in written.values()})  # one query, not one per agreement
+        for row in written.values():
             root = self._known_root(row["account_id"])
             previous = cache.agreement_root.get(row["agreement_id"]) if cache is not None else None
             if previous is not None and previous != root and previous in states:
@@ -631,18 +639,37 @@ class StateRepository:
             return
         self._bumped = increment_versions(self.conn, keys)
 
+    def before_commit(self) -> None:
+        """Settle, while the transaction is open, the key account of every agreement it wrote."""
+        written = self._written.get("agreements", {})
+        if self._key_cache is not None and written:
+            self.accounts({row["account_id"] for row in written.values()})
+            self._agreement_roots = {row["agreement_id"]: self._known_root(row["account_id"])
+                                     for row in written.values()}
+
     def after_commit(self) -> None:
-        """The transaction committed: keep what it read and wrote of key accounts for the next one."""
+        """The transaction committed: keep what it read and wrote of key accounts for the next one.
+
+        Uses only what the transaction already knows (no query: the connection is gone); should
+        anything go wrong here, the whole cache is dropped, which is always safe.
+        """
         cache = self._key_cache
         if cache is None:
             return
+        try:
+            self._remember_committed(cache)
+        except Exception:
+            cache.clear()
+            raise
+
+    def _remember_committed(self, cache: KeyAccountCache) -> None:
         for root, state in self._states_read.items():
             if root in self._bumped:
                 cache.store(root, state)
         for key, version in self._bumped.items():
             cache.versions[key] = version
         for row in self._written.get("agreements", {}).values():
-            root = self._known_root(row["account_id"])
+            root = self._agreement_roots[row["agreement_id"]]
             previous = cache.agreement_root.pop(row["agreement_id"], None)
             if previous is not None and previous != root and previous in cache.states:
                 cache.states[previous].agreements.pop(row["agreement_id"], None)
@@ -710,6 +737,9 @@ def related_agreements(repo: StateRepository, changed: dict[str, set[str]]) -> C
     services of the same service ids and global contracts of the same types.
     """
     by_root = {}
+    wanted = [(i,) for ids in changed.values() for i in ids]
+    repo.prefetch(t.agreements, wanted)  # one query each for whatever this transaction does not know yet
+    repo.prefetch(t.promotions, wanted)
     for root, ids in changed.items():
         rows = [r for i in ids if (r := repo.known(t.agreements, i) or repo.known(t.promotions, i)
                                    or repo.get(t.agreements, i) or repo.get(t.promotions, i)) is not None]
