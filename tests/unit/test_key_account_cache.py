@@ -98,3 +98,23 @@ def test_cached_and_uncached_processing_give_the_same_outputs(store_url, tmp_pat
         Processor(cold_engine, Settings(database_url=cold_url)).process([record])
     assert _alert_statuses(engine) == _alert_statuses(cold_engine)
     assert ("duplicate_global_contract:K:C1|C3", "resolved") in _alert_statuses(engine)
+
+
+def test_a_failure_while_caching_a_committed_batch_clears_the_cache_and_counts_the_batch_once(store_url, monkeypatch):
+    engine, first, _ = _processors(store_url)
+    first.process(_key_account_with_team())
+    assert first.key_cache.states
+
+    def fail(self, cache):
+        raise RuntimeError("bug while caching")
+
+    from services.store.state import StateRepository
+
+    monkeypatch.setattr(StateRepository, "_remember_committed", fail)
+    result = first.process([_contract(2, "C1"), _contract(3, "C2")])
+    assert (result.processed, result.duplicates) == (2, 0)  # applied once, not retried one by one
+    assert not first.key_cache.states and not first.key_cache.versions
+    monkeypatch.undo()
+    first.process([_withdrawal(4, "C2", 2)])
+    assert _alert_statuses(engine) == [("duplicate_global_contract:K:C1|C2", "open"),
+                                       ("duplicate_global_contract:K:C1|C2", "resolved")]
