@@ -123,3 +123,21 @@ def pipelined(conn: Connection):
         return
     with conn.connection.dbapi_connection.pipeline():
         yield
+
+
+def select_by_ids(conn: Connection, table: Table, key: str, ids: Sequence[str]) -> list[dict]:
+    """PostgreSQL: the rows of `table` whose `key` is one of `ids`, as dicts, in one round trip.
+
+    `key = ANY(binary array)`: one parameter instead of an IN list that SQLAlchemy and psycopg
+    render and parse anew for every length. Not prepared: a generic plan does not know the
+    array's length and may scan the table where the index is far better.
+    """
+    names = [c.name for c in table.c]
+    sql = _STATEMENTS.get(("select", table.name, key))
+    if sql is None:
+        sql = (f"SELECT {', '.join(names)} FROM {table.name} "
+               f"WHERE {key} = ANY(%(ids)b::{_pg_array_type(table.c[key])})")
+        _STATEMENTS[("select", table.name, key)] = sql
+    with conn.connection.dbapi_connection.cursor() as cursor:
+        cursor.execute(sql, {"ids": list(ids)}, prepare=False)
+        return [dict(zip(names, row)) for row in cursor.fetchall()]

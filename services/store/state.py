@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from services.domain import CLOSED_STATUSES, Account, Agreement, Promotion, Team, TeamMember
 from services.store import tables as t
-from services.store.bulk import bulk_insert, increment_versions
+from services.store.bulk import bulk_insert, increment_versions, select_by_ids
 from services.store.db import insert_stmt
 
 CHUNK = 2000  # ids per IN list: few statements per batch, far below SQLite's 32,766 variables
@@ -196,6 +196,10 @@ class StateRepository:
             wanted = [k for k in wanted if k not in known]
         columns = [table.c[n] for n in names]
         for part in chunks(wanted):
+            if len(names) == 1 and self.conn.dialect.name == "postgresql":
+                for mapping in select_by_ids(self.conn, table, names[0], [k[0] for k in part]):
+                    known[(mapping[names[0]],)] = mapping
+                continue
             clause = columns[0].in_([k[0] for k in part]) if len(names) == 1 else tuple_(*columns).in_(part)
             for row in self.conn.execute(select(table).where(clause)):
                 mapping = dict(row._mapping)
@@ -737,9 +741,10 @@ def related_agreements(repo: StateRepository, changed: dict[str, set[str]]) -> C
     services of the same service ids and global contracts of the same types.
     """
     by_root = {}
-    wanted = [(i,) for ids in changed.values() for i in ids]
-    repo.prefetch(t.agreements, wanted)  # one query each for whatever this transaction does not know yet
-    repo.prefetch(t.promotions, wanted)
+    unknown = [(i,) for ids in changed.values() for i in ids
+               if repo.known(t.agreements, i) is None and repo.known(t.promotions, i) is None]
+    repo.prefetch(t.agreements, unknown)  # one query each for whatever this transaction does not know yet
+    repo.prefetch(t.promotions, [key for key in unknown if repo.known(t.agreements, *key) is None])
     for root, ids in changed.items():
         rows = [r for i in ids if (r := repo.known(t.agreements, i) or repo.known(t.promotions, i)
                                    or repo.get(t.agreements, i) or repo.get(t.promotions, i)) is not None]
