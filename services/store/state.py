@@ -173,6 +173,7 @@ class StateRepository:
         self._written: dict[str, dict[tuple, dict]] = defaultdict(dict)
         self._states_read: dict[str, KeyAccountState] = {}
         self._accounts_built: dict[str, tuple[dict, Account]] = {}
+        self._agreements_built: dict[str, tuple[dict, Agreement]] = {}
         self._agreement_roots: dict[str, str | None] = {}
         self._changes_teams = False
         self._rows: dict[str, dict[tuple, dict | None]] = defaultdict(dict)
@@ -291,6 +292,14 @@ class StateRepository:
             return None
         row = self.get(t.accounts, account_id)
         return self._as_account(row) if row is not None else None
+
+    def _as_agreement(self, row: dict) -> Agreement:
+        """The Agreement of a written row, built once per row object."""
+        built = self._agreements_built.get(row["agreement_id"])
+        if built is None or built[0] is not row:
+            built = (row, _agreement(row))
+            self._agreements_built[row["agreement_id"]] = built
+        return built[1]
 
     def _as_account(self, row: dict) -> Account:
         """The Account of a row, built once per row object (rows are replaced, never changed in place)."""
@@ -571,7 +580,7 @@ class StateRepository:
             if previous is not None and previous != root and previous in states:
                 states[previous].agreements.pop(row["agreement_id"], None)
             if root in states:
-                states[root].agreements[row["agreement_id"]] = _agreement(row)
+                states[root].agreements[row["agreement_id"]] = self._as_agreement(row)
         for row in self._written.get("alerts", {}).values():
             state = states.get(row["key_account_id"])
             if state is not None and row["rule"] in rules:
@@ -678,7 +687,7 @@ class StateRepository:
             if previous is not None and previous != root and previous in cache.states:
                 cache.states[previous].agreements.pop(row["agreement_id"], None)
             if root in cache.states:
-                cache.states[root].agreements[row["agreement_id"]] = _agreement(row)
+                cache.states[root].agreements[row["agreement_id"]] = self._as_agreement(row)
                 cache.agreement_root[row["agreement_id"]] = root
         for row in self._written.get("alerts", {}).values():
             state = cache.states.get(row["key_account_id"])
