@@ -246,9 +246,10 @@ class Processor:
         keys = set()
         for event in events:
             data = event.data
+            fields = data.__dict__  # a model's fields; getattr of a missing one raises inside pydantic: slow
             for name in ("account_id", "parent_id"):
-                if getattr(data, name, None):
-                    account_ids.add(getattr(data, name))
+                if fields.get(name):
+                    account_ids.add(fields[name])
             if event.type.startswith("team."):
                 team_keys.add((data.account_id, data.person_id, data.role))
             elif event.type in AGREEMENT_KINDS or event.type == "agreement.withdrawn":
@@ -377,10 +378,11 @@ class Processor:
         if previous is not None and previous["version"] >= data.version:
             batch.result.stale += 1
             return
-        values = {name: getattr(data, name, None) for name in AGREEMENT_FIELDS}
+        fields = data.__dict__  # the model's fields; those another agreement type lacks are None
+        values = {name: fields.get(name) for name in AGREEMENT_FIELDS}
         values.update(kind=AGREEMENT_KINDS[event.type], valid_from=_day(data.valid_from),
-                      valid_to=_day(getattr(data, "valid_to", None)),
-                      price=None if getattr(data, "price", None) is None else str(data.price))
+                      valid_to=_day(fields.get("valid_to")),
+                      price=None if fields.get("price") is None else str(data.price))
         repo.put(t.agreements, values)
         if repo.account(data.account_id) is None:
             batch.result.unknown_accounts += 1
