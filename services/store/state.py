@@ -681,6 +681,8 @@ class StateRepository:
                 cache.store(root, state)
         for key, version in self._bumped.items():
             cache.versions[key] = version
+        if len(cache.versions) > 40 * cache.limit:  # forgetting a version only costs a re-read
+            cache.versions = {key: cache.versions[key] for key in cache.states if key in cache.versions}
         for row in self._written.get("agreements", {}).values():
             root = self._agreement_roots[row["agreement_id"]]
             previous = cache.agreement_root.pop(row["agreement_id"], None)

@@ -118,3 +118,14 @@ def test_a_failure_while_caching_a_committed_batch_clears_the_cache_and_counts_t
     first.process([_withdrawal(4, "C2", 2)])
     assert _alert_statuses(engine) == [("duplicate_global_contract:K:C1|C2", "open"),
                                        ("duplicate_global_contract:K:C1|C2", "resolved")]
+
+
+def test_the_versions_a_process_remembers_stay_bounded(sqlite_url):
+    engine, first, _ = _processors(sqlite_url)
+    first.key_cache.limit = 1
+    dunnings = [_record(i, "dunning.triggered", {
+        "dunning_id": f"D{i}", "account_id": f"A{i}", "invoice_id": f"I{i}", "level": 1, "amount": "10.00",
+        "currency": "EUR", "due_date": "2027-01-10", "proposed_action": "reminder"}) for i in range(60)]
+    first.process(dunnings[:30])
+    first.process(dunnings[30:])
+    assert len(first.key_cache.versions) <= 40
