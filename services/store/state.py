@@ -219,6 +219,14 @@ class StateRepository:
         """The row if this transaction has read or written it already; never a query."""
         return self._rows[table.name].get(key)
 
+    def changed_rows(self, ids: Iterable[str]) -> dict[str, dict]:
+        """The agreement or promotion row of each id (written or stored), in at most one query per table."""
+        ids = set(ids)
+        unknown = [(i,) for i in ids if self.known(t.agreements, i) is None and self.known(t.promotions, i) is None]
+        self.prefetch(t.agreements, unknown)
+        self.prefetch(t.promotions, [key for key in unknown if self.known(t.agreements, *key) is None])
+        return {i: row for i in ids if (row := self.known(t.agreements, i) or self.known(t.promotions, i)) is not None}
+
     def put(self, table: Table, row: dict) -> None:
         key = tuple(row[n] for n in KEYS[table.name])
         self._rows[table.name][key] = row
@@ -506,7 +514,7 @@ class StateRepository:
             self.flush(t.accounts, t.agreements, t.promotions, t.alerts, t.alert_evidence)
         full = self._read_states(sorted(set(missing) - set(first_met)), rules)
         states.update(full)
-        states.update(self._read_related_states(first_met, changed, rules))
+        states.update(self._read_states(first_met, rules, sorted({i for root in first_met for i in changed[root]})))
         for state in states.values():
             known = self._rows["alerts"]
             for alert_id, row in state.alerts.items():
@@ -515,55 +523,42 @@ class StateRepository:
         self._states_read.update({root: state for root, state in states.items() if root not in first_met})
         return states
 
-    def _read_states(self, roots: list[str], rules: list[str]) -> dict[str, KeyAccountState]:
-        states = {root: KeyAccountState() for root in roots}
-        a, g, c = t.accounts, t.agreements, t.alerts.c
-        for part in chunks(roots):
-            for row in self.conn.execute(select(a).where(a.c.root_id.in_(part))):
-                mapping = dict(row._mapping)
-                self._rows["accounts"][(row.account_id,)] = mapping
-                states[row.root_id].accounts[row.account_id] = _account(mapping)
-            for row in self.conn.execute(select(a.c.root_id, g).join(a, a.c.account_id == g.c.account_id)
-                                         .where(a.c.root_id.in_(part))):
-                states[row.root_id].agreements[row.agreement_id] = _agreement(row._mapping)
-            query = select(t.alerts).where(
-                c.key_account_id.in_(part), c.rule.in_(rules),
-                or_(c.status.not_in(list(CLOSED_STATUSES)), c.closed_by_decision == True))  # noqa: E712
-            for mapping in self._remember_alerts(self.conn.execute(query)):
-                states[mapping["key_account_id"]].alerts[mapping["alert_id"]] = mapping
-        return states
-
-    def _read_related_states(self, roots: list[str], changed: dict[str, set[str]], rules: list[str]
-                             ) -> dict[str, KeyAccountState]:
-        """Partial states: all accounts, but only agreements and alerts related to the changed ids."""
+    def _read_states(self, roots: list[str], rules: list[str],
+                     related_to: list[str] | None = None) -> dict[str, KeyAccountState]:
+        """Key-account states from the store: all accounts, and all agreements and conflict alerts, or
+        with `related_to` (changed agreement or promotion ids) only those that can conflict with them."""
         states = {root: KeyAccountState() for root in roots}
         if not roots:
             return states
         a, g, c, e = t.accounts, t.agreements.c, t.alerts.c, t.alert_evidence.c
-        ids = sorted({i for root in roots for i in changed[root]})
-        rows = [r for i in ids if (r := self.known(t.agreements, i) or self.known(t.promotions, i)
-                                   or self.get(t.agreements, i) or self.get(t.promotions, i)) is not None]
-        products = sorted({r["product_id"] for r in rows if r["product_id"]})
-        services = sorted({r["service_id"] for r in rows if r.get("service_id")})
-        contract_types = sorted({r["contract_type"] for r in rows if r.get("contract_type")})
-        related = or_(g.agreement_id.in_(ids),
-                      g.product_id.in_(products) if products else false(),
-                      g.service_id.in_(services) if services else false(),
-                      and_(g.scope == "global", g.contract_type.in_(contract_types)) if contract_types else false())
+        alert_filter = (c.rule.in_(rules),
+                        or_(c.status.not_in(list(CLOSED_STATUSES)), c.closed_by_decision == True))  # noqa: E712
+        related = None
+        if related_to is not None:
+            products, services, contract_types = related_terms(self.changed_rows(related_to).values())
+            related = or_(g.agreement_id.in_(related_to),
+                          g.product_id.in_(sorted(products)) if products else false(),
+                          g.service_id.in_(sorted(services)) if services else false(),
+                          and_(g.scope == "global", g.contract_type.in_(sorted(contract_types)))
+                          if contract_types else false())
         for part in chunks(roots):
             for row in self.conn.execute(select(a).where(a.c.root_id.in_(part))):
                 mapping = dict(row._mapping)
                 self._rows["accounts"][(row.account_id,)] = mapping
                 states[row.root_id].accounts[row.account_id] = _account(mapping)
-            for row in self.conn.execute(select(a.c.root_id, t.agreements).join(a, a.c.account_id == g.account_id)
-                                         .where(a.c.root_id.in_(part), related)):
+            agreements = select(a.c.root_id, t.agreements).join(a, a.c.account_id == g.account_id).where(
+                a.c.root_id.in_(part))
+            if related is None:
+                alerts = select(t.alerts).where(c.key_account_id.in_(part), *alert_filter)
+            else:
+                agreements = agreements.where(related)
+                # Driven from the evidence index: a key account may have many alerts, a change touches few.
+                alerts = (select(t.alerts).join(t.alert_evidence, e.alert_id == c.alert_id)
+                          .where(e.evidence_id.in_(related_to), c.key_account_id.in_(part), *alert_filter)
+                          .distinct())
+            for row in self.conn.execute(agreements):
                 states[row.root_id].agreements[row.agreement_id] = _agreement(row._mapping)
-            # Driven from the evidence index: a key account may have many alerts, a change touches few.
-            query = (select(t.alerts).join(t.alert_evidence, e.alert_id == c.alert_id)
-                     .where(e.evidence_id.in_(ids), c.key_account_id.in_(part), c.rule.in_(rules),
-                            or_(c.status.not_in(list(CLOSED_STATUSES)), c.closed_by_decision == True))  # noqa: E712
-                     .distinct())
-            for mapping in self._remember_alerts(self.conn.execute(query)):
+            for mapping in self._remember_alerts(self.conn.execute(alerts)):
                 states[mapping["key_account_id"]].alerts[mapping["alert_id"]] = mapping
         return states
 
@@ -751,17 +746,8 @@ def related_agreements(repo: StateRepository, changed: dict[str, set[str]]) -> C
     Related are the changed agreements (or promotions) themselves, prices of the same products,
     services of the same service ids and global contracts of the same types.
     """
-    by_root = {}
-    unknown = [(i,) for ids in changed.values() for i in ids
-               if repo.known(t.agreements, i) is None and repo.known(t.promotions, i) is None]
-    repo.prefetch(t.agreements, unknown)  # one query each for whatever this transaction does not know yet
-    repo.prefetch(t.promotions, [key for key in unknown if repo.known(t.agreements, *key) is None])
-    for root, ids in changed.items():
-        rows = [r for i in ids if (r := repo.known(t.agreements, i) or repo.known(t.promotions, i)
-                                   or repo.get(t.agreements, i) or repo.get(t.promotions, i)) is not None]
-        by_root[root] = (ids, {r["product_id"] for r in rows if r["product_id"]},
-                         {r["service_id"] for r in rows if r.get("service_id")},
-                         {r["contract_type"] for r in rows if r.get("contract_type")})
+    rows = repo.changed_rows({i for ids in changed.values() for i in ids})
+    by_root = {root: (ids, *related_terms(rows[i] for i in ids if i in rows)) for root, ids in changed.items()}
 
     def test(root: str, agreement: Agreement) -> bool:
         ids, products, services, contract_types = by_root[root]
@@ -771,6 +757,13 @@ def related_agreements(repo: StateRepository, changed: dict[str, set[str]]) -> C
                 or (agreement.scope == "global" and agreement.contract_type in contract_types))
 
     return test
+
+
+def related_terms(rows: Iterable[dict]) -> tuple[set[str], set[str], set[str]]:
+    """The products, service ids and contract types of changed agreements or promotions."""
+    rows = list(rows)
+    return ({r["product_id"] for r in rows if r["product_id"]}, {r["service_id"] for r in rows if r.get("service_id")},
+            {r["contract_type"] for r in rows if r.get("contract_type")})
 
 
 def add_to_counters(conn: Connection, instance: str, counts: dict[str, int]) -> None:
