@@ -67,6 +67,15 @@ def _promotion(row) -> Promotion:
                      row.launched_by)
 
 
+def _built_once(built: dict, key: str, row: dict, build: Callable):
+    """The object `build` makes of a row, made once per row object (rows are replaced, never changed in place)."""
+    known = built.get(key)
+    if known is None or known[0] is not row:
+        known = (row, build(row))
+        built[key] = known
+    return known[1]
+
+
 def is_open(row: dict) -> bool:
     return row["status"] not in CLOSED_STATUSES
 
@@ -302,20 +311,10 @@ class StateRepository:
         return self._as_account(row) if row is not None else None
 
     def _as_agreement(self, row: dict) -> Agreement:
-        """The Agreement of a written row, built once per row object."""
-        built = self._agreements_built.get(row["agreement_id"])
-        if built is None or built[0] is not row:
-            built = (row, _agreement(row))
-            self._agreements_built[row["agreement_id"]] = built
-        return built[1]
+        return _built_once(self._agreements_built, row["agreement_id"], row, _agreement)
 
     def _as_account(self, row: dict) -> Account:
-        """The Account of a row, built once per row object (rows are replaced, never changed in place)."""
-        built = self._accounts_built.get(row["account_id"])
-        if built is None or built[0] is not row:
-            built = (row, _account(row))
-            self._accounts_built[row["account_id"]] = built
-        return built[1]
+        return _built_once(self._accounts_built, row["account_id"], row, _account)
 
     def root_of(self, account_id: str | None) -> str | None:
         account = self.account(account_id)
@@ -564,25 +563,37 @@ class StateRepository:
 
     def _overlay_writes(self, states: dict[str, KeyAccountState], rules: Iterable[str]) -> None:
         """Lay this transaction's agreement and conflict-alert writes over (copies of) cached states."""
-        if not states:
-            return
-        cache = self._key_cache
+        if states:
+            index = self._key_cache.agreement_root if self._key_cache is not None else {}
+            self._lay_writes(states, set(rules), self._written_agreement_roots(), index, update_index=False)
+
+    def _written_agreement_roots(self) -> dict[str, str | None]:
+        """The key account of every agreement this transaction wrote (None if its account is unknown)."""
         written = self._written.get("agreements", {})
         self.accounts({row["account_id"] for row in written.values()})  # one query, not one per agreement
-        for row in written.values():
-            root = self._known_root(row["account_id"])
-            previous = cache.agreement_root.get(row["agreement_id"]) if cache is not None else None
+        return {row["agreement_id"]: self._known_root(row["account_id"]) for row in written.values()}
+
+    def _lay_writes(self, states: dict[str, KeyAccountState], rules: set[str] | frozenset[str],
+                    roots: dict[str, str | None], index: dict[str, str], *, update_index: bool) -> None:
+        """Apply the written agreements (moving one whose key account changed) and conflict alerts to `states`;
+        `index` (agreement id -> key account) is followed, and kept up to date with `update_index`."""
+        for row in self._written.get("agreements", {}).values():
+            agreement_id, root = row["agreement_id"], roots[row["agreement_id"]]
+            previous = index.pop(agreement_id, None) if update_index else index.get(agreement_id)
             if previous is not None and previous != root and previous in states:
-                states[previous].agreements.pop(row["agreement_id"], None)
+                states[previous].agreements.pop(agreement_id, None)
             if root in states:
-                states[root].agreements[row["agreement_id"]] = self._as_agreement(row)
+                states[root].agreements[agreement_id] = self._as_agreement(row)
+                if update_index:
+                    index[agreement_id] = root
         for row in self._written.get("alerts", {}).values():
             state = states.get(row["key_account_id"])
-            if state is not None and row["rule"] in rules:
-                if is_open(row) or row["closed_by_decision"]:
-                    state.alerts[row["alert_id"]] = row
-                else:
-                    state.alerts.pop(row["alert_id"], None)
+            if state is None or row["rule"] not in rules:
+                continue
+            if is_open(row) or row["closed_by_decision"]:
+                state.alerts[row["alert_id"]] = row
+            else:
+                state.alerts.pop(row["alert_id"], None)
 
     def _known_root(self, account_id: str | None) -> str | None:
         """The root of a known account; None for unknown ones (their agreements belong to no key account)."""
@@ -649,11 +660,8 @@ class StateRepository:
 
     def before_commit(self) -> None:
         """Settle, while the transaction is open, the key account of every agreement it wrote."""
-        written = self._written.get("agreements", {})
-        if self._key_cache is not None and written:
-            self.accounts({row["account_id"] for row in written.values()})
-            self._agreement_roots = {row["agreement_id"]: self._known_root(row["account_id"])
-                                     for row in written.values()}
+        if self._key_cache is not None and self._written.get("agreements"):
+            self._agreement_roots = self._written_agreement_roots()
 
     def after_commit(self) -> None:
         """The transaction committed: keep what it read and wrote of key accounts for the next one.
@@ -678,22 +686,7 @@ class StateRepository:
             cache.versions[key] = version
         if len(cache.versions) > 40 * cache.limit:  # forgetting a version only costs a re-read
             cache.versions = {key: cache.versions[key] for key in cache.states if key in cache.versions}
-        for row in self._written.get("agreements", {}).values():
-            root = self._agreement_roots[row["agreement_id"]]
-            previous = cache.agreement_root.pop(row["agreement_id"], None)
-            if previous is not None and previous != root and previous in cache.states:
-                cache.states[previous].agreements.pop(row["agreement_id"], None)
-            if root in cache.states:
-                cache.states[root].agreements[row["agreement_id"]] = self._as_agreement(row)
-                cache.agreement_root[row["agreement_id"]] = root
-        for row in self._written.get("alerts", {}).values():
-            state = cache.states.get(row["key_account_id"])
-            if state is None:
-                continue
-            if (is_open(row) or row["closed_by_decision"]) and row["rule"] in cache.rules:
-                state.alerts[row["alert_id"]] = row
-            else:
-                state.alerts.pop(row["alert_id"], None)
+        self._lay_writes(cache.states, cache.rules, self._agreement_roots, cache.agreement_root, update_index=True)
 
     # -- alerts ---------------------------------------------------------------------------
 
