@@ -221,14 +221,16 @@ class OutboxRelay:
         """Mark rows sent and record how far each partition was published, in one transaction."""
         now = iso(self.clock())
         with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql" and ids:
-                conn.exec_driver_sql("UPDATE outbox SET sent_at = %(now)s WHERE id = ANY(%(ids)b::bigint[])"
-                                     + (" AND sent_at IS NULL" if only_unsent else ""), {"now": now, "ids": ids})
-            for start in range(0, len(ids) if conn.dialect.name != "postgresql" else 0, 500):
-                query = update(t.outbox).where(t.outbox.c.id.in_(ids[start:start + 500]))
-                if only_unsent:
-                    query = query.where(t.outbox.c.sent_at.is_(None))
-                conn.execute(query.values(sent_at=now))
+            if conn.dialect.name == "postgresql":
+                if ids:
+                    conn.exec_driver_sql("UPDATE outbox SET sent_at = %(now)s WHERE id = ANY(%(ids)b::bigint[])"
+                                         + (" AND sent_at IS NULL" if only_unsent else ""), {"now": now, "ids": ids})
+            else:
+                for start in range(0, len(ids), 500):
+                    query = update(t.outbox).where(t.outbox.c.id.in_(ids[start:start + 500]))
+                    if only_unsent:
+                        query = query.where(t.outbox.c.sent_at.is_(None))
+                    conn.execute(query.values(sent_at=now))
             if positions:
                 stmt = insert_stmt(conn, t.relay_positions)
                 conn.execute(stmt.on_conflict_do_update(index_elements=["topic", "partition"],
