@@ -61,6 +61,9 @@ class OutboxRelay:
         self._read_store = True  # something may be unsent that only the store knows of
         self._recently_published: set[int] = set()
         self._published_order: collections.deque[int] = collections.deque()
+        self._unmarked: list[int] = []  # published and acknowledged, not yet marked sent in the store
+        self._unmarked_positions: dict[TopicPartition, int] = {}
+        self._marking: asyncio.Task | None = None
         self.recovered = 0
         self._lease_until = 0.0
         self._holding = False
@@ -102,7 +105,10 @@ class OutboxRelay:
             if self._holding:
                 await self.publish_pending()  # drain what the last batch committed
         finally:
-            await asyncio.to_thread(release_lease, self.engine, LEASE, self.instance)
+            try:
+                await self.marked(timeout=10)
+            finally:
+                await asyncio.to_thread(release_lease, self.engine, LEASE, self.instance)
 
     async def _hold(self, loop) -> bool:
         if loop.time() < self._lease_until:
@@ -183,35 +189,64 @@ class OutboxRelay:
     async def publish_pending(self) -> int:
         """Publish one batch of unsent rows in id order; returns how many were published."""
         rows = await asyncio.to_thread(self._pending)
-        published = await self._publish([tuple(r) for r in rows])
+        # Rows this process published are unsent in the store until their marking lands.
+        return await self._publish([tuple(r) for r in rows if r[0] not in self._recently_published])
+
+    async def _publish(self, rows: list[tuple]) -> int:
+        """Send (id, topic, key, value) rows in order and wait for the acks; returns how many.
+
+        Marking them sent happens in the background (`_mark_in_background`), so the next outputs
+        need not wait for that transaction: until it lands, `_recently_published` keeps this
+        process from sending them again, and after a crash `recover` finds them in Kafka.
+        """
+        if not rows:
+            return 0
+        prefix = f"{self._store_id}:"
+        futures = [await self.producer.send(topic, value.encode(), key=key.encode() if key is not None else None,
+                                            headers=[(HEADER, f"{prefix}{row_id}".encode())])
+                   for row_id, topic, key, value in rows]
         for row_id, *_ in rows:
             self._recently_published.add(row_id)
             self._published_order.append(row_id)
         while len(self._published_order) > 100_000:
             self._recently_published.discard(self._published_order.popleft())
-        return published
-
-    async def _publish(self, rows: list[tuple]) -> int:
-        """Send (id, topic, key, value) rows in order, wait for the acks, mark them sent; returns how many."""
-        if not rows:
-            return 0
-        began = time.perf_counter()
-        prefix = f"{self._store_id}:"
-        futures = [await self.producer.send(topic, value.encode(), key=key.encode() if key is not None else None,
-                                            headers=[(HEADER, f"{prefix}{row_id}".encode())])
-                   for row_id, topic, key, value in rows]
         metadata = await asyncio.gather(*futures)
-        acked = time.perf_counter()
-        positions: dict[TopicPartition, int] = {}
+        positions = self._unmarked_positions
         for meta in metadata:
             tp = TopicPartition(meta.topic, meta.partition)
             positions[tp] = max(positions.get(tp, 0), meta.offset + 1)
-        await asyncio.to_thread(self._mark_sent, [r[0] for r in rows], positions)
+        self._unmarked.extend(r[0] for r in rows)
+        if self._marking is None or self._marking.done():
+            self._marking = asyncio.create_task(self._mark_in_background(), name="outbox-marking")
         self.sent += len(rows)
-        log.debug("published %d outputs: sent %.1f ms, marked %.1f ms", len(rows), (acked - began) * 1000,
-                  (time.perf_counter() - acked) * 1000)
         return len(rows)
 
+    async def _mark_in_background(self) -> None:
+        """Mark published rows sent, one transaction at a time, each taking all that was published meanwhile."""
+        while self._unmarked:
+            ids, self._unmarked = self._unmarked, []
+            positions, self._unmarked_positions = self._unmarked_positions, {}
+            began = time.perf_counter()
+            try:
+                await asyncio.to_thread(self._mark_sent, ids, positions)
+            except Exception:
+                # Published but unmarked: kept in memory for the next try; a successor's `recover` finds them.
+                log.exception("could not mark %d published outputs sent; will try again", len(ids))
+                self._unmarked[:0] = ids
+                for tp, offset in positions.items():
+                    self._unmarked_positions[tp] = max(self._unmarked_positions.get(tp, 0), offset)
+                await asyncio.sleep(1.0)
+                continue
+            log.debug("marked %d outputs sent in %.1f ms", len(ids), (time.perf_counter() - began) * 1000)
+
+    async def marked(self, timeout: float | None = None) -> None:
+        """Wait until every published row is marked sent in the store (or `timeout` seconds passed)."""
+        if self._marking is not None and not self._marking.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._marking), timeout)
+            except asyncio.TimeoutError:
+                log.warning("%d published outputs are not marked sent; the next relay will find them in Kafka",
+                            len(self._unmarked))
     def _pending(self):
         with self.engine.connect() as conn:
             return conn.execute(select(t.outbox.c.id, t.outbox.c.topic, t.outbox.c.key, t.outbox.c.value)

@@ -86,10 +86,10 @@ class _Batch:
     changed: dict[str, set[str]] = field(default_factory=dict)  # key account -> agreements changed, if only those
     whole: set[str] = field(default_factory=set)  # key accounts to judge whole (team, hierarchy, promotion)
     locked: set[str] = field(default_factory=set)
+    now_iso: str = field(init=False)  # every output carries it: formatted once
 
-    @property
-    def now_iso(self) -> str:
-        return iso(self.now)
+    def __post_init__(self) -> None:
+        self.now_iso = iso(self.now)
 
     def touch(self, root_id: str | None, caused_by: str) -> None:
         """The key account changed as a whole: judge all of it."""

@@ -82,8 +82,9 @@ def lock_keys(conn: Connection, keys: Iterable[str]) -> None:
         return
     ids = sorted({_lock_id(key) for key in keys})
     if ids:
-        conn.execute(text("SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(CAST(:ids AS bigint[])) AS k "
-                          "ORDER BY k) AS sorted_keys"), {"ids": ids})
+        with conn.connection.dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(%(ids)s::BIGINT[]) AS k "
+                           "ORDER BY k) AS sorted_keys", {"ids": ids})
 
 
 def _lock_id(key: str) -> int:
