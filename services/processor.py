@@ -120,15 +120,18 @@ class Processor:
         self.master_cache = MasterDataCache()
         self.key_cache = KeyAccountCache()
 
-    def process(self, records: list[InputRecord]) -> BatchResult:
+    def process(self, records: list[InputRecord], decoded: list[Event | InvalidMessage] | None = None) -> BatchResult:
         """Apply a batch exactly once; retried whole on deadlocks and lost races.
+
+        `decoded` is `decode_records(records)` if the caller has done it already (the service
+        decodes the next batch while this one waits on the database).
 
         Should a batch fail for any other reason, its records are applied one by one and the
         one that cannot be applied becomes a dead letter, so one poisoned event never stalls
         the partition behind it.
         """
         try:
-            result = self._process_with_retries(records)
+            result = self._process_with_retries(records, decoded)
             self.consecutive_rejects = 0
             return result
         except (OperationalError, InterfaceError):
@@ -173,12 +176,14 @@ class Processor:
             self._write(batch)
             return batch.result
 
-    def _process_with_retries(self, records: list[InputRecord]) -> BatchResult:
+    def _process_with_retries(self, records: list[InputRecord], decoded=None) -> BatchResult:
+        if decoded is None:
+            decoded = decode_records(records)
         for attempt in range(8):
             try:
                 with self.engine.begin() as conn:
                     batch = _Batch(StateRepository(conn, self.master_cache, self.key_cache), self.clock())
-                    self._apply(batch, records)
+                    self._apply(batch, list(zip(records, decoded)))
                     self._write(batch)
                 try:
                     batch.repo.after_commit()
@@ -194,13 +199,7 @@ class Processor:
 
     # -- the transaction ------------------------------------------------------------------
 
-    def _apply(self, batch: _Batch, records: list[InputRecord]) -> None:
-        decoded: list[tuple[InputRecord, Event | InvalidMessage]] = []
-        for record in records:
-            try:
-                decoded.append((record, decode_event(record.value)))
-            except InvalidMessage as exc:
-                decoded.append((record, exc))
+    def _apply(self, batch: _Batch, decoded: list[tuple[InputRecord, Event | InvalidMessage]]) -> None:
         fresh = self._claim(batch, decoded)
         batch.result.duplicates = len(decoded) - len(fresh)
         batch.result.processed = len(fresh)
@@ -626,6 +625,17 @@ class Processor:
             letter["raw_truncated"] = True
             letter["raw_bytes"] = len(raw)
         batch.emit("kam.dlq", key, letter)
+
+
+def decode_records(records: list[InputRecord]) -> list[Event | InvalidMessage]:
+    """Each record's event, or why it cannot be used (pure: safe to run ahead of the transaction)."""
+    decoded: list[Event | InvalidMessage] = []
+    for record in records:
+        try:
+            decoded.append(decode_event(record.value))
+        except InvalidMessage as exc:
+            decoded.append(exc)
+    return decoded
 
 
 def alert_message(row: dict, *, evidence: list | None = None, recipients: list | None = None,

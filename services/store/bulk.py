@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 
-from psycopg.rows import namedtuple_row
+from psycopg.rows import tuple_row
 from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
@@ -126,14 +126,14 @@ def pipelined(conn: Connection):
         yield
 
 
-def fetch_rows(conn: Connection, sql: str, params: dict) -> list:
-    """PostgreSQL: run a fixed statement on the driver's cursor; rows as named tuples.
+def fetch_rows(conn: Connection, sql: str, params: dict, row_factory=tuple_row) -> list:
+    """PostgreSQL: run a fixed statement on the driver's cursor; rows as plain tuples unless told otherwise.
 
     For the reads every batch makes: building and compiling a SQLAlchemy select costs about
     150 µs of Python per call, the statement itself often less. Not prepared, for the reason
     `select_by_ids` gives.
     """
-    with conn.connection.dbapi_connection.cursor(row_factory=namedtuple_row) as cursor:
+    with conn.connection.dbapi_connection.cursor(row_factory=row_factory) as cursor:
         cursor.execute(sql, params, prepare=False)
         return cursor.fetchall()
 

@@ -16,6 +16,7 @@ from datetime import date
 from decimal import Decimal
 
 import orjson
+from psycopg.rows import dict_row, namedtuple_row
 from sqlalchemy import Table, and_, false, literal, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 
@@ -468,10 +469,10 @@ class StateRepository:
             self.flush(t.accounts, t.team_members)
             latest: dict[str, dict[tuple[str, str], tuple]] = defaultdict(dict)
             for part in chunks(missing):
-                rows = fetch_rows(self.conn, _TEAMS_SQL, {"roots": part}) if self._postgres else self.conn.execute(
-                    select(t.accounts.c.root_id, t.team_members).join(
-                        t.accounts, t.accounts.c.account_id == t.team_members.c.account_id)
-                    .where(t.accounts.c.root_id.in_(part)))
+                rows = (fetch_rows(self.conn, _TEAMS_SQL, {"roots": part}, namedtuple_row) if self._postgres
+                        else self.conn.execute(select(t.accounts.c.root_id, t.team_members).join(
+                            t.accounts, t.accounts.c.account_id == t.team_members.c.account_id)
+                            .where(t.accounts.c.root_id.in_(part))))
                 for row in rows:
                     slot = (row.person_id, row.role)
                     stamp = (row.event_time, row.event_id)
@@ -578,7 +579,7 @@ class StateRepository:
                           .distinct())
             for row in self.conn.execute(agreements):
                 states[row.root_id].agreements[row.agreement_id] = _agreement(row._mapping)
-            for mapping in self._remember_alerts(self.conn.execute(alerts)):
+            for mapping in self._remember_alerts(r._mapping for r in self.conn.execute(alerts)):
                 states[mapping["key_account_id"]].alerts[mapping["alert_id"]] = mapping
         return states
 
@@ -725,14 +726,14 @@ class StateRepository:
     # -- alerts ---------------------------------------------------------------------------
 
     def _remember_alerts(self, rows) -> list[dict]:
-        """Put fetched alert rows into the identity map, keeping any newer version already there."""
+        """Put fetched alert rows (mappings) into the identity map, keeping any newer version already there."""
         out = []
         known = self._rows["alerts"]
         for row in rows:
-            key = (row.alert_id,)
+            key = (row["alert_id"],)
             if known.get(key) is None:
-                known[key] = dict(row._mapping) if hasattr(row, "_mapping") else row._asdict()
-                self._alerts_by_ref[(row.rule, row.ref_id)].add(row.alert_id)
+                known[key] = dict(row)
+                self._alerts_by_ref[(row["rule"], row["ref_id"])].add(row["alert_id"])
             out.append(known[key])
         return out
 
@@ -752,9 +753,9 @@ class StateRepository:
                 params = {"closed": sorted(CLOSED_STATUSES)}
                 for i, rule in enumerate(rules):
                     params[f"rule{i}"], params[f"refs{i}"] = rule, by_rule[rule]
-                self._remember_alerts(fetch_rows(self.conn, sql, params))
+                self._remember_alerts(fetch_rows(self.conn, sql, params, dict_row))
                 continue
-            self._remember_alerts(self.conn.execute(select(t.alerts).where(
+            self._remember_alerts(r._mapping for r in self.conn.execute(select(t.alerts).where(
                 or_(*(and_(c.rule == rule, c.ref_id.in_(refs)) for rule, refs in by_rule.items())),
                 c.status.not_in(list(CLOSED_STATUSES)))))
 
