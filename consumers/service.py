@@ -73,7 +73,8 @@ class Service:
         await asyncio.to_thread(create_tables, self.engine)
         await ensure_topics(self.settings.kafka_bootstrap, self.settings.partitions)
         self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, enable_idempotence=True,
-                                         acks="all", linger_ms=2, max_request_size=2 * 1024 * 1024)
+                                         acks="all", linger_ms=2, max_request_size=2 * 1024 * 1024,
+                                         max_batch_size=256 * 1024)
         self.consumer = AIOKafkaConsumer(
             *INPUT_TOPICS, bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.settings.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_bytes=MAX_FETCH_BYTES,
