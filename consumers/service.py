@@ -111,6 +111,12 @@ class Service:
         try:
             while not self.stop.is_set():
                 fetched, records, decoded = await upcoming
+                if records and len(records) < self.settings.max_batch:
+                    # What arrived while the previous batch was applied joins this one: fewer, fuller batches.
+                    more, extra, extra_decoded = await self._fetch(self.settings.max_batch - len(records), wait_ms=0)
+                    for tp, messages in more.items():
+                        fetched[tp] = fetched.get(tp, []) + messages
+                    records, decoded = records + extra, decoded + extra_decoded
                 upcoming = asyncio.create_task(self._fetch())
                 if not records:
                     continue
@@ -132,8 +138,8 @@ class Service:
             if committing is not None:
                 await committing
 
-    async def _fetch(self):
-        fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.max_batch)
+    async def _fetch(self, max_records: int | None = None, wait_ms: int = 200):
+        fetched = await self.consumer.getmany(timeout_ms=wait_ms, max_records=max_records or self.settings.max_batch)
         records = [InputRecord(m.topic, m.partition, m.offset, m.key, m.value)
                    for messages in fetched.values() for m in messages]
         decoded = await asyncio.to_thread(decode_records, records) if records else []
