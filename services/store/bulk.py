@@ -60,11 +60,12 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict], *, conflic
     """
     conflict = tuple(conflict) if conflict is not None else None
     returning = tuple(returning)
-    by_shape: dict[tuple[str, ...], list[dict]] = {}
+    by_shape: dict[frozenset[str], list[dict]] = {}  # the same columns in another order: the same statement
     for row in rows:
-        by_shape.setdefault(tuple(row), []).append(row)
+        by_shape.setdefault(frozenset(row), []).append(row)
     out: list[tuple] = []
-    for columns, same in by_shape.items():
+    for same in by_shape.values():
+        columns = tuple(same[0])
         if conn.dialect.name != "postgresql":
             out += _executemany(conn, table, same, conflict, update, returning)
             continue
