@@ -36,6 +36,7 @@ from workload import generate
 
 PARTITIONS = 6
 TICK_S = 0.005
+WINDOW_S = 10.0  # latency is also shown per window of sending time: is it steady?
 
 
 applied_at: dict[str, datetime] = {}  # when the service's transaction began (instruction created_at)
@@ -51,7 +52,9 @@ def percentile(values: list[float], p: float) -> float:
 async def tail_instructions(bootstrap: str, sent: dict[str, float], arrived: dict[str, float],
                             stop: asyncio.Event, ready: asyncio.Event) -> None:
     """Record the first arrival time of an instruction for each dunning we sent."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+    # fetch_min_bytes=1 (the default): the broker answers as soon as an instruction arrives, so a long
+    # wait costs no latency; a short one (it was 5 ms) only loads the broker with empty polls.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
     await consumer.start()
     try:
         ends = await end_offsets(bootstrap, (INSTRUCTIONS_TOPIC,))
@@ -107,13 +110,15 @@ class ServiceProcess:
 async def main(args) -> None:
     with h.broker(args.bootstrap) as bootstrap, h.postgres(args.database_url) as url:
         await ensure_topics(bootstrap, PARTITIONS)
-        n = int(args.rate * args.seconds)
+        n_warmup = int(args.rate * args.warmup)
+        n = n_warmup + int(args.rate * args.seconds)
         messages = generate(n, seed=args.seed, prefix=h.unique("lat"))
         dunning_of = {}
         for i, (topic, _key, value) in enumerate(messages):
             event = json.loads(value)
             if event.get("type") == "dunning.triggered":
                 dunning_of[i] = event["data"]["dunning_id"]
+        warmup_dunnings = {d for i, d in dunning_of.items() if i < n_warmup}
         group = h.unique("bench-latency-")
         await start_group_at(bootstrap, group, await end_offsets(bootstrap, INPUT_TOPICS))
         settings = Settings(kafka_bootstrap=bootstrap, database_url=url, group_id=group, partitions=PARTITIONS,
@@ -138,8 +143,8 @@ async def main(args) -> None:
                 while i < min(due, n):
                     topic, key, value = messages[i]
                     if i in dunning_of:
-                        sent[dunning_of[i]] = time.monotonic()
-                        sent_wall[dunning_of[i]] = time.time()
+                        sent.setdefault(dunning_of[i], time.monotonic())  # a repeated dunning: its first send
+                        sent_wall.setdefault(dunning_of[i], time.time())
                     futures.append(await producer.send(topic, value, key=key))
                     i += 1
                 await asyncio.sleep(TICK_S)
@@ -155,29 +160,39 @@ async def main(args) -> None:
             service.request_stop()
             await asyncio.wait_for(task, 60)
 
-    latencies = [(arrived[d] - sent[d]) * 1000 for d in sent if d in arrived]
-    missing = len(sent) - len(latencies)
+    measured = [d for d in sent if d not in warmup_dunnings]
+    latencies = [(arrived[d] - sent[d]) * 1000 for d in measured if d in arrived]
+    missing = len(measured) - len(latencies)
     print()
     print(f"{n:,} events at {args.rate:g}/s target ({n / publish_s:,.0f}/s achieved) for {publish_s:.1f} s "
-          f"on PostgreSQL; {len(sent)} dunnings -> {len(latencies)} instructions matched "
-          f"({missing} missing after {args.settle:g} s)")
+          f"on PostgreSQL, the first {args.warmup:g} s a warm-up; {len(measured)} measured dunnings -> "
+          f"{len(latencies)} instructions matched ({missing} missing after {args.settle:g} s)")
     if latencies:
         print(f"{'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} {'mean':>8}  (ms, produce -> instruction received)")
         print(f"{percentile(latencies, 50):>8.1f} {percentile(latencies, 95):>8.1f} {percentile(latencies, 99):>8.1f} "
               f"{max(latencies):>8.1f} {statistics.fmean(latencies):>8.1f}")
-        refs = [d for d in sent if d in arrived]
+        refs = [d for d in measured if d in arrived]
         legs = {
             "produce -> applied": [(applied_at[d].timestamp() - sent_wall[d]) * 1000 for d in refs],
             "applied -> published": [(published_at[d] - applied_at[d].timestamp()) * 1000 for d in refs],
         }
         for name, values in legs.items():
             print(f"  {name:22s} p50 {percentile(values, 50):7.1f}  p99 {percentile(values, 99):7.1f} ms")
+        windows: dict[int, list[float]] = {}
+        for d in (d for d in sent if d in arrived):  # warm-up included: is it steady?
+            windows.setdefault(int((sent[d] - start) // WINDOW_S), []).append((arrived[d] - sent[d]) * 1000)
+        print(f"  by {WINDOW_S:g} s of sending: " + "  ".join(
+            f"[{w * WINDOW_S:g}s] p50 {percentile(v, 50):.0f} p99 {percentile(v, 99):.0f}"
+            for w, v in sorted(windows.items())))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=500)
-    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--seconds", type=float, default=30, help="measured seconds, after the warm-up")
+    parser.add_argument("--warmup", type=float, default=30,
+                        help="seconds at the same rate before measuring (not counted): the broker is started "
+                             "fresh and its JIT compiler takes about a core for the first minute")
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--settle", type=float, default=60, help="max seconds to wait for the last instructions")
     parser.add_argument("--bootstrap")

@@ -36,6 +36,7 @@ log = logging.getLogger("onevoice.outbox")
 LEASE = "outbox-relay"
 HEADER = "onevoice-outbox"
 RELAYED_TOPICS = ("kam.alerts", "kam.instructions", "kam.dlq")
+MARK_INTERVAL_S = 0.05
 
 
 async def output_partitions(bootstrap: str) -> list[TopicPartition]:
@@ -262,8 +263,13 @@ class OutboxRelay:
         return sent
 
     async def _mark_in_background(self) -> None:
-        """Mark published rows sent, one transaction at a time, each taking all that was published meanwhile."""
+        """Mark published rows sent, one transaction at a time, each taking all that was published meanwhile.
+
+        At most one marking per `MARK_INTERVAL_S`: at moderate rates every batch would otherwise
+        cost a second transaction, competing with the next batch for the interpreter.
+        """
         while self._unmarked:
+            await asyncio.sleep(MARK_INTERVAL_S)
             ids, self._unmarked = self._unmarked, []
             positions, self._unmarked_positions = self._unmarked_positions, {}
             began = time.perf_counter()
@@ -296,16 +302,24 @@ class OutboxRelay:
         """Mark rows sent and record how far each partition was published, in one transaction."""
         now = iso(self.clock())
         with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                if ids:
-                    conn.exec_driver_sql("UPDATE outbox SET sent_at = %(now)s WHERE id = ANY(%(ids)b::bigint[])"
-                                         + (" AND sent_at IS NULL" if only_unsent else ""), {"now": now, "ids": ids})
-            else:
-                for start in range(0, len(ids), 500):
-                    query = update(t.outbox).where(t.outbox.c.id.in_(ids[start:start + 500]))
-                    if only_unsent:
-                        query = query.where(t.outbox.c.sent_at.is_(None))
-                    conn.execute(query.values(sent_at=now))
+            if conn.dialect.name == "postgresql":  # fixed statements: no SQLAlchemy construct per marking
+                with conn.connection.dbapi_connection.cursor() as cursor:
+                    if ids:
+                        cursor.execute("UPDATE outbox SET sent_at = %(now)s WHERE id = ANY(%(ids)b::bigint[])"
+                                       + (" AND sent_at IS NULL" if only_unsent else ""), {"now": now, "ids": ids})
+                    if positions:
+                        cursor.execute(
+                            'INSERT INTO relay_positions (topic, "partition", next_offset) '
+                            "SELECT * FROM unnest(%(topics)s::VARCHAR[], %(partitions)s::INTEGER[], %(offsets)s::BIGINT[]) "
+                            'ON CONFLICT (topic, "partition") DO UPDATE SET next_offset = EXCLUDED.next_offset',
+                            {"topics": [tp.topic for tp in positions], "partitions": [tp.partition for tp in positions],
+                             "offsets": list(positions.values())})
+                return
+            for start in range(0, len(ids), 500):
+                query = update(t.outbox).where(t.outbox.c.id.in_(ids[start:start + 500]))
+                if only_unsent:
+                    query = query.where(t.outbox.c.sent_at.is_(None))
+                conn.execute(query.values(sent_at=now))
             if positions:
                 stmt = insert_stmt(conn, t.relay_positions)
                 conn.execute(stmt.on_conflict_do_update(index_elements=["topic", "partition"],
