@@ -31,12 +31,6 @@ from services.timers import EscalationTimer
 
 log = logging.getLogger("onevoice.service")
 MAX_FETCH_BYTES = 16 * 1024 * 1024
-# The broker answers a fetch once 64 KiB are there or after 10 ms. With the defaults (1 byte, 500 ms)
-# it answered every few messages: hundreds of requests a second that cost the broker more CPU than
-# onevoice's own work at 500 events/s, on a machine where they share two cores. The 10 ms are
-# mostly hidden: the next batch is fetched while the current one is applied.
-FETCH_MIN_BYTES = 64 * 1024
-FETCH_MAX_WAIT_MS = 10
 
 
 def tune_garbage_collector() -> None:
@@ -85,7 +79,6 @@ class Service:
         self.consumer = AIOKafkaConsumer(
             *INPUT_TOPICS, bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.settings.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_bytes=MAX_FETCH_BYTES,
-            fetch_min_bytes=FETCH_MIN_BYTES, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             max_partition_fetch_bytes=MAX_FETCH_BYTES // 4, client_id=self.instance,
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(300, self.settings.session_timeout_ms // 3))
