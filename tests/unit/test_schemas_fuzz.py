@@ -197,3 +197,38 @@ def test_generated_valid_events_round_trip(typed, event_id, source, time):
     # the full typed envelope of export.ENVELOPE_MODELS validates the same message
     typed_model = ENVELOPE_MODELS[event_type].model_validate(json.loads(value))
     assert typed_model.data == event.data
+
+
+def _read(load, value):
+    try:
+        return ("ok", load(value))
+    except InvalidMessage as exc:
+        return ("invalid", exc.code, exc.message)
+
+
+def _same(a, b) -> bool:
+    return json.dumps(a, sort_keys=True, default=repr) == json.dumps(b, sort_keys=True, default=repr)
+
+
+_JSON_BYTES = (
+    st.builds(lambda v, ascii_only: json.dumps(v, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass"),
+              json_values, st.booleans())
+    | st.binary(max_size=60)
+    | st.text(alphabet='{}[]",:0123456789.eE+-tfrulnasNIy \\\t\n/ud8dc', max_size=40).map(
+        lambda t: t.encode("utf-8", "surrogatepass"))
+)
+
+
+@FUZZ
+@given(_JSON_BYTES, st.integers(min_value=0, max_value=8), st.binary(max_size=3))
+def test_the_fast_json_reader_agrees_with_the_exact_one(value, cut, splice):
+    """The fast parser may only ever return what the standard library would (else its reading, or error, stands)."""
+    from schemas.decode import _load_json, _load_json_exactly
+
+    mutated = value[:len(value) - cut] + splice if cut else value
+    for candidate in (value, mutated):
+        if not candidate:
+            continue
+        fast, exact = _read(_load_json, candidate), _read(_load_json_exactly, candidate)
+        assert fast[0] == exact[0], (candidate, fast, exact)
+        assert _same(fast[1:], exact[1:]), (candidate, fast, exact)
