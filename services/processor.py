@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from pydantic_core import from_json  # our own JSON columns: the faster parser reads them exactly
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
@@ -645,10 +646,10 @@ def alert_message(row: dict, *, evidence: list | None = None, recipients: list |
         "alert_id": row["alert_id"], "fingerprint": row["fingerprint"], "rule": row["rule"],
         "severity": row["severity"], "status": row["status"], "key_account_id": row["key_account_id"],
         "account_id": row["account_id"], "title": row["title"], "detail": row["detail"],
-        "evidence": evidence if evidence is not None else json.loads(row["evidence"]), "assignee": row["assignee"],
-        "recipients": recipients if recipients is not None else json.loads(row["recipients"]),
+        "evidence": evidence if evidence is not None else from_json(row["evidence"]), "assignee": row["assignee"],
+        "recipients": recipients if recipients is not None else from_json(row["recipients"]),
         "due_at": row["due_at"], "caused_by": row["caused_by"], "created_at": row["created_at"],
-        "updated_at": row["updated_at"], "data": data if data is not None else json.loads(row["data"]),
+        "updated_at": row["updated_at"], "data": data if data is not None else from_json(row["data"]),
     }
 
 

@@ -761,8 +761,14 @@ class StateRepository:
 
     def open_alerts_for(self, rule: str, ref_id: str) -> list[dict]:
         """Open alerts of a rule about one reference (after `prefetch_open_alerts` for it)."""
-        rows = (self._rows["alerts"][(alert_id,)] for alert_id in sorted(self._alerts_by_ref.get((rule, ref_id), ())))
-        return [row for row in rows if is_open(row)]
+        ids = self._alerts_by_ref.get((rule, ref_id))
+        if not ids:
+            return []
+        rows = self._rows["alerts"]
+        # A closed alert never opens again: forget it here, or repeated shortages of one item in a
+        # batch would look through every alert they closed, again and again.
+        ids.difference_update([alert_id for alert_id in ids if not is_open(rows[(alert_id,)])])
+        return [rows[(alert_id,)] for alert_id in sorted(ids)]
 
     def alert(self, alert_id: str) -> dict | None:
         return self.get(t.alerts, alert_id)
