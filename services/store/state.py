@@ -45,6 +45,13 @@ _UNDERCUT_SQL = ("SELECT DISTINCT here.country, price.product_id, here.root_id F
 _TEAMS_SQL = ("SELECT accounts.root_id, " + ", ".join(f"team_members.{c.name}" for c in t.team_members.c)
               + " FROM team_members JOIN accounts ON accounts.account_id = team_members.account_id "
                 "WHERE accounts.root_id = ANY(%(roots)b::VARCHAR[])")
+# An account and its descendants get a new root; returns each one's previous root (the CTEs share a snapshot).
+_REROOT_SQL = ("WITH RECURSIVE tree(account_id) AS ("
+               "SELECT CAST(%(account_id)s AS VARCHAR) UNION "
+               "SELECT a.account_id FROM accounts AS a JOIN tree ON a.parent_id = tree.account_id), "
+               "old AS (SELECT a.account_id, a.root_id FROM accounts AS a JOIN tree USING (account_id)), "
+               "changed AS (UPDATE accounts AS a SET root_id = %(root)s FROM old WHERE a.account_id = old.account_id) "
+               "SELECT account_id, root_id FROM old")
 _OPEN_ALERTS_SQL = ("SELECT " + ", ".join(c.name for c in t.alerts.c)
                     + " FROM alerts WHERE ({}) AND status <> ALL(%(closed)b::VARCHAR[])")
 _PROMOTIONS_SQL = ("SELECT promotion_id, country, product_id, price, currency, valid_from, valid_to, audience, "
@@ -412,6 +419,11 @@ class StateRepository:
                 return {}
             self.put(t.accounts, dict(row, root_id=root))
             return {account_id: row["root_id"]}
+        if self._postgres:  # the whole subtree in one statement, not a query per level and two per chunk
+            self.flush(t.accounts)
+            old = dict(fetch_rows(self.conn, _REROOT_SQL, {"account_id": account_id, "root": root}))
+            self.forget_accounts(list(old))
+            return {member: previous for member, previous in old.items() if previous != root}
         members = self.subtree(account_id)
         old = {}
         for part in chunks(members):

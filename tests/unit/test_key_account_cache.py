@@ -129,3 +129,26 @@ def test_the_versions_a_process_remembers_stay_bounded(sqlite_url):
     first.process(dunnings[:30])
     first.process(dunnings[30:])
     assert len(first.key_cache.versions) <= 40
+
+
+def _account(i: int, account_id: str, parent_id: str | None) -> InputRecord:
+    return _record(i, "account.upserted", {"account_id": account_id, "name": account_id, "parent_id": parent_id,
+                                           "country": "DE", "tier": "key" if parent_id is None else "none"})
+
+
+def _roots(engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return dict(conn.execute(select(t.accounts.c.account_id, t.accounts.c.root_id)).tuples().all())
+
+
+def test_a_late_parent_re_roots_its_whole_subtree_and_a_move_re_roots_it_again(store_url):
+    engine, first, _ = _processors(store_url)
+    # Children before their parent (each batch a transaction): M's subtree is C and C's child G.
+    first.process([_account(0, "C", "M"), _account(1, "G", "C"), _account(2, "K", None)])
+    assert _roots(engine) == {"C": "C", "G": "C", "K": "K"}
+    first.process([_account(3, "M", "K")])
+    assert _roots(engine) == {"C": "K", "G": "K", "K": "K", "M": "K"}
+    first.process([_account(4, "L", None), _account(5, "M", "L")])
+    assert _roots(engine) == {"C": "L", "G": "L", "K": "K", "L": "L", "M": "L"}
+    first.process([_account(6, "M", None)])
+    assert _roots(engine) == {"C": "M", "G": "M", "K": "K", "L": "L", "M": "M"}
