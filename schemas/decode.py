@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -54,25 +54,21 @@ class InvalidMessage(Exception):
         return (type(self), (self.code, self.message))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Event:
-    """A validated input event: its envelope and its typed ``data``.
+    """A validated input event: its envelope and its typed ``data``. Treat as read-only.
 
-    ``type``, ``source``, ``id`` and ``time`` are copied from the envelope: the processor reads
-    them several times per event, and a plain slot is cheaper than a property.
+    ``type``, ``source``, ``id`` and ``time`` (timezone-aware, UTC) are copied from the envelope:
+    the processor reads them several times per event, and a plain slot is the cheapest read.
+    (Not frozen: a frozen dataclass sets every field through ``object.__setattr__``.)
     """
 
     envelope: CloudEvent
     data: BaseModel
-    type: str = field(init=False)
-    source: str = field(init=False)
-    id: str = field(init=False)
-    time: datetime = field(init=False)  # timezone-aware, normalised to UTC
-
-    def __post_init__(self) -> None:
-        envelope = self.envelope
-        for name in ("type", "source", "id", "time"):
-            object.__setattr__(self, name, getattr(envelope, name))
+    type: str
+    source: str
+    id: str
+    time: datetime
 
     @property
     def subject(self) -> str | None:
@@ -200,7 +196,7 @@ def decode_event(value: bytes | None) -> Event:
         data = model.model_validate(envelope.data)
     except ValidationError as exc:
         raise InvalidMessage("invalid_data", _describe(exc, "data.")) from None
-    return Event(envelope=envelope, data=data)
+    return Event(envelope, data, envelope.type, envelope.source, envelope.id, envelope.time)
 
 
 def _json_type(obj: Any) -> str:
