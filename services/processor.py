@@ -108,6 +108,54 @@ class _Batch:
         self.outbox.append({"topic": topic, "key": key, "value": dumps(value), "created_at": self.now_iso})
 
 
+@dataclass
+class _Needs:
+    """What a batch's events will read, by table: gathered once, prefetched before and after the locks."""
+
+    account_ids: set[str] = field(default_factory=set)
+    team_keys: set[tuple] = field(default_factory=set)
+    agreement_ids: set[str] = field(default_factory=set)
+    promotion_ids: set[str] = field(default_factory=set)
+    item_ids: set[str] = field(default_factory=set)
+    item_keys: set[str] = field(default_factory=set)  # lock keys of stock items
+    dunning_ids: set[str] = field(default_factory=set)
+    alert_ids: set[str] = field(default_factory=set)
+    promotions: list[tuple[str, str]] = field(default_factory=list)  # (country, product) of launched promotions
+    upserted_accounts: set[str] = field(default_factory=set)
+    exception_accounts: set[str] = field(default_factory=set)  # accounts of dunnings and short orders
+
+    @classmethod
+    def of(cls, events: list[Event]) -> _Needs:
+        needs = cls()
+        for event in events:
+            data, kind = event.data, event.type
+            fields = data.__dict__  # a model's fields; getattr of a missing one raises inside pydantic: slow
+            for name in ("account_id", "parent_id"):
+                if fields.get(name):
+                    needs.account_ids.add(fields[name])
+            if kind.startswith("team."):
+                needs.team_keys.add((data.account_id, data.person_id, data.role))
+            elif kind in AGREEMENT_KINDS or kind == "agreement.withdrawn":
+                needs.agreement_ids.add(data.agreement_id)
+            elif kind == "promotion.launched":
+                needs.promotion_ids.add(data.promotion_id)
+                needs.promotions.append((data.country, data.product_id))
+            elif kind == "stock.shortage":
+                needs.item_ids.add(data.item_id)
+                needs.item_keys.add(f"item:{data.item_id}")
+                ordering = [o.account_id for o in data.orders]
+                needs.account_ids.update(ordering)
+                needs.exception_accounts.update(ordering)
+            elif kind == "dunning.triggered":
+                needs.dunning_ids.add(data.dunning_id)
+                needs.exception_accounts.add(data.account_id)
+            elif kind == "decision.made":
+                needs.alert_ids.add(data.alert_id)
+            elif kind == "account.upserted":
+                needs.upserted_accounts.add(data.account_id)
+        return needs
+
+
 class Processor:
     """Applies batches of input records to the store; safe to run in several processes at once."""
 
@@ -235,58 +283,34 @@ class Processor:
                 fresh.append(pair)
         return fresh
 
-    def _prefetch(self, batch: _Batch, events: list[Event], *, complete: bool = True) -> set[str]:
+    def _prefetch(self, batch: _Batch, needs: _Needs, *, complete: bool = True) -> set[str]:
         """Load in bulk the rows the batch's events will read; returns the lock keys they touch.
 
         With `complete=False` only what the lock keys depend on is read.
         """
         repo = batch.repo
-        account_ids, team_keys, agreement_ids, promotion_ids, item_ids, dunning_ids, alert_ids = (
-            set(), set(), set(), set(), set(), set(), set())
-        keys = set()
-        for event in events:
-            data = event.data
-            fields = data.__dict__  # a model's fields; getattr of a missing one raises inside pydantic: slow
-            for name in ("account_id", "parent_id"):
-                if fields.get(name):
-                    account_ids.add(fields[name])
-            if event.type.startswith("team."):
-                team_keys.add((data.account_id, data.person_id, data.role))
-            elif event.type in AGREEMENT_KINDS or event.type == "agreement.withdrawn":
-                agreement_ids.add(data.agreement_id)
-            elif event.type == "promotion.launched":
-                promotion_ids.add(data.promotion_id)
-            elif event.type == "stock.shortage":
-                item_ids.add(data.item_id)
-                keys.add(f"item:{data.item_id}")
-                account_ids.update(o.account_id for o in data.orders)
-            elif event.type == "dunning.triggered":
-                dunning_ids.add(data.dunning_id)
-            elif event.type == "decision.made":
-                alert_ids.add(data.alert_id)
-        repo.prefetch(t.agreements, [(i,) for i in agreement_ids])
-        account_ids.update(row["account_id"] for i in agreement_ids
+        keys = set(needs.item_keys)
+        account_ids = set(needs.account_ids)
+        repo.prefetch(t.agreements, [(i,) for i in needs.agreement_ids])
+        account_ids.update(row["account_id"] for i in needs.agreement_ids
                            if (row := repo.get(t.agreements, i)) and row["account_id"])
         known = repo.accounts(account_ids)
         keys.update(a.root_id for a in known.values())
         keys.update(account_ids - set(known))
-        decided = repo.alerts_key_accounts(alert_ids)  # prefetches the decided alerts
+        decided = repo.alerts_key_accounts(needs.alert_ids)  # prefetches the decided alerts
         keys.update(decided.values())
-        promotions = [(e.data.country, e.data.product_id) for e in events if e.type == "promotion.launched"]
-        repo.prefetch_undercut(promotions)
-        for country, product_id in promotions:
+        repo.prefetch_undercut(needs.promotions)
+        for country, product_id in needs.promotions:
             keys.update(repo.key_accounts_undercut_in(country, product_id))
         if not complete:
             return keys
         repo.accounts({a.root_id for a in known.values()})
-        repo.prefetch(t.team_members, team_keys)
-        repo.prefetch(t.promotions, [(i,) for i in promotion_ids])
-        repo.prefetch(t.shortages, [(i,) for i in item_ids])
-        repo.prefetch_open_alerts({"key_account_dunning": dunning_ids, "scarce_stock_allocation": item_ids})
-        repo.prefetch_children({e.data.account_id for e in events if e.type == "account.upserted"})
-        exception_accounts = {e.data.account_id for e in events if e.type == "dunning.triggered"}
-        exception_accounts.update(o.account_id for e in events if e.type == "stock.shortage" for o in e.data.orders)
-        repo.teams({known[a].root_id for a in exception_accounts if a in known} | set(decided.values()))
+        repo.prefetch(t.team_members, needs.team_keys)
+        repo.prefetch(t.promotions, [(i,) for i in needs.promotion_ids])
+        repo.prefetch(t.shortages, [(i,) for i in needs.item_ids])
+        repo.prefetch_open_alerts({"key_account_dunning": needs.dunning_ids, "scarce_stock_allocation": needs.item_ids})
+        repo.prefetch_children(needs.upserted_accounts)
+        repo.teams({known[a].root_id for a in needs.exception_accounts if a in known} | set(decided.values()))
         return keys
 
     def _lock_touched(self, batch: _Batch, events: list[Event]) -> None:
@@ -298,16 +322,17 @@ class Processor:
         """
         if not events:
             return
+        needs = _Needs.of(events)
         if batch.repo.conn.dialect.name != "postgresql":  # BEGIN IMMEDIATE: nobody else writes meanwhile
-            self._lock(batch, self._prefetch(batch, events))
+            self._lock(batch, self._prefetch(batch, needs))
             return
         batch.repo.optimistic_master = True
-        keys = self._prefetch(batch, events, complete=False)
+        keys = self._prefetch(batch, needs, complete=False)
         if self._lock(batch, keys):
             batch.repo.forget_derived()
         else:
             batch.repo.forget_all()
-        self._prefetch(batch, events)
+        self._prefetch(batch, needs)
 
     def _lock(self, batch: _Batch, keys: set[str]) -> bool:
         """Lock keys not yet locked (PostgreSQL); True if what this process cached of them is current."""
