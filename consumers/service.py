@@ -148,9 +148,14 @@ class Service:
     async def _commit_uncommitted(self) -> None:
         while self._uncommitted:
             offsets, self._uncommitted = self._uncommitted, {}
-            await self._commit(offsets)
+            # Partitions handed to another member since (a rebalance while a batch was applied) are its
+            # to commit; one of them in the request would make Kafka refuse the others too.
+            assigned = self.consumer.assignment()
+            await self._commit({tp: offset for tp, offset in offsets.items() if tp in assigned})
 
     async def _commit(self, offsets) -> None:
+        if not offsets:
+            return
         began = time.perf_counter()
         try:
             await self.consumer.commit(offsets)

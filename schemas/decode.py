@@ -99,8 +99,6 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_JSON = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder: json.loads with options builds one per call
-
 
 def _check_strings(obj: Any) -> str | None:
     """Find a string (key or value) with a NUL or an unpaired surrogate."""
@@ -168,7 +166,7 @@ def _load_json_exactly(value: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise InvalidMessage("invalid_json", f"not UTF-8: invalid byte at position {exc.start}") from None
     try:
-        obj = _JSON.decode(text)
+        obj = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise InvalidMessage("invalid_json", "JSON nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, int too long

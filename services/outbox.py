@@ -37,6 +37,7 @@ LEASE = "outbox-relay"
 HEADER = "onevoice-outbox"
 RELAYED_TOPICS = ("kam.alerts", "kam.instructions", "kam.dlq")
 MARK_INTERVAL_S = 0.05
+RECENT_IDS = 100_000  # published ids remembered (at least those not yet marked sent)
 
 
 async def output_partitions(bootstrap: str) -> list[TopicPartition]:
@@ -222,8 +223,6 @@ class OutboxRelay:
         for row_id, *_ in rows:
             self._recently_published.add(row_id)
             self._published_order.append(row_id)
-        while len(self._published_order) > 100_000:
-            self._recently_published.discard(self._published_order.popleft())
         positions = self._unmarked_positions
         for tp, next_offset in acked:
             positions[tp] = max(positions.get(tp, 0), next_offset)
@@ -284,6 +283,11 @@ class OutboxRelay:
                 await asyncio.sleep(1.0)
                 continue
             log.debug("marked %d outputs sent in %.1f ms", len(ids), (time.perf_counter() - began) * 1000)
+            # Forget the oldest published ids only now: all of them are marked (marking follows publishing
+            # order), so the store will not offer them again. Before, a lagging marking could let an
+            # evicted id be read back as unsent and published twice.
+            while len(self._published_order) > RECENT_IDS:
+                self._recently_published.discard(self._published_order.popleft())
 
     async def marked(self, timeout: float | None = None) -> None:
         """Wait until every published row is marked sent in the store (or `timeout` seconds passed)."""

@@ -661,6 +661,10 @@ def decode_records(records: list[InputRecord]) -> list[Event | InvalidMessage]:
             decoded.append(decode_event(record.value))
         except InvalidMessage as exc:
             decoded.append(exc)
+        except Exception as exc:  # a fault of ours, not of the event: its dead letter says so, the rest goes on
+            log.exception("event at %s/%d@%d could not be decoded", record.topic, record.partition, record.offset)
+            decoded.append(InvalidMessage("invalid_data", f"the event could not be decoded ({type(exc).__name__}); "
+                                                          "see the service log at this offset"))
     return decoded
 
 
