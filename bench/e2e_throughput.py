@@ -111,7 +111,8 @@ async def onevoice(bootstrap: str, database_url: str, start: dict, targets: dict
         await asyncio.wait_for(task, 60)
     return {"events": n, "seconds": caught_up - t0, "steady_seconds": caught_up - ready,
             "startup_seconds": ready - t0, "outputs": total, "published_outputs": sent,
-            "drain_after_caught_up": drained - caught_up, "drained_seconds": drained - t0, "counters": counts}
+            "drain_after_caught_up": drained - caught_up, "drained_seconds": drained - t0, "counters": counts,
+            "input_wait_s": round(service.input_wait_s, 3)}
 
 
 def rate(n: int, seconds: float) -> float:
