@@ -81,6 +81,7 @@ class OutboxRelay:
         self._unmarked: list[int] = []  # published and acknowledged, not yet marked sent in the store
         self._unmarked_positions: dict[TopicPartition, int] = {}
         self._marking: asyncio.Task | None = None
+        self._partitions: dict[str, tuple[float, list[int]]] = {}  # topic -> (valid until, partitions)
         self.recovered = 0
         self._lease_until = 0.0
         self._holding = False
@@ -241,7 +242,13 @@ class OutboxRelay:
         Returns (partition, future of the batch's first offset, number of records) per batch.
         """
         prefix = f"{self._store_id}:"
-        partitions = {topic: sorted(await self.producer.partitions_for(topic)) for topic in {r[1] for r in rows}}
+        partitions = {}
+        for topic in {r[1] for r in rows}:
+            known = self._partitions.get(topic)
+            if known is None or time.monotonic() > known[0]:  # re-read now and then: partitions can be added
+                known = self._partitions[topic] = (time.monotonic() + 60,
+                                                   sorted(await self.producer.partitions_for(topic)))
+            partitions[topic] = known[1]
         open_batches: dict[TopicPartition, list] = {}  # partition -> [builder, records in it]
         sent = []
         for row_id, topic, key, value in rows:
