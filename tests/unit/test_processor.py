@@ -173,3 +173,22 @@ def test_a_process_sees_hierarchy_changes_made_by_another_despite_its_account_ca
     second.process([dunning(4, "SUB")])
     actions = [(i["ref_id"], i["action"]) for i in _outbox(engine, "kam.instructions")]
     assert actions == [("D2", "proceed"), ("D4", "hold")]
+
+
+def test_an_unexpected_decode_failure_becomes_that_events_dead_letter(monkeypatch):
+    from schemas.decode import InvalidMessage
+    from services import processor as processor_module
+    from services.processor import InputRecord, decode_records
+
+    real = processor_module.decode_event
+
+    def flaky(value):
+        if value == b"boom":
+            raise RuntimeError("a bug of ours")
+        return real(value)
+
+    monkeypatch.setattr(processor_module, "decode_event", flaky)
+    decoded = decode_records([InputRecord("x", 0, 1, None, b"boom"), InputRecord("x", 0, 2, None, b"{")])
+    assert [type(d) for d in decoded] == [InvalidMessage, InvalidMessage]
+    assert decoded[0].code == "invalid_data" and "RuntimeError" in decoded[0].message
+    assert decoded[1].code == "invalid_json"

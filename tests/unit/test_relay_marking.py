@@ -1,0 +1,97 @@
+"""The relay marks published rows in the background: until that lands, it must not publish them again."""
+
+import asyncio
+import types
+
+from sqlalchemy import select
+
+from services.outbox import OutboxRelay
+from services.store import tables as t
+from services.store.bulk import bulk_insert
+from services.store.db import create_tables, make_engine
+
+
+class _Batch:
+    def __init__(self):
+        self.records = []
+
+    def append(self, **record):
+        self.records.append(record)
+        return True
+
+
+class _Producer:
+    """Enough of AIOKafkaProducer for the relay: record batches, acknowledged at once, offsets counted per partition."""
+
+    def __init__(self):
+        self.sent: list[tuple[str, int, dict]] = []
+        self.ends: dict[tuple[str, int], int] = {}
+
+    async def partitions_for(self, topic):
+        return {0, 1, 2}
+
+    def create_batch(self):
+        return _Batch()
+
+    async def send_batch(self, batch, topic, *, partition):
+        base = self.ends.get((topic, partition), 0)
+        self.ends[(topic, partition)] = base + len(batch.records)
+        self.sent += [(topic, partition, r) for r in batch.records]
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(types.SimpleNamespace(offset=base))
+        return future
+
+
+async def test_published_rows_are_marked_in_the_background_and_not_published_again_meanwhile(sqlite_url):
+    engine = make_engine(sqlite_url)
+    create_tables(engine)
+    with engine.begin() as conn:
+        ids = sorted(i for (i,) in bulk_insert(conn, t.outbox, [
+            {"topic": "kam.alerts", "key": f"kam-{n % 4}", "value": f'{{"n": {n}}}', "created_at": "2027-01-01T00:00:00Z"}
+            for n in range(10)], returning=("id",)))
+    producer = _Producer()
+    relay = OutboxRelay(engine, producer, instance="test", bootstrap="unused:9092")
+    relay._store_id = "store"
+    with engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(select(t.outbox.c.id, t.outbox.c.topic, t.outbox.c.key, t.outbox.c.value)
+                                               .order_by(t.outbox.c.id))]
+
+    assert await relay._publish(rows) == 10
+    assert await relay.publish_pending() == 0  # still unsent in the store, but known as published
+    await relay.marked(timeout=10)
+
+    with engine.connect() as conn:
+        unsent = conn.execute(select(t.outbox.c.id).where(t.outbox.c.sent_at.is_(None))).all()
+        positions = {(r.topic, r.partition): r.next_offset for r in conn.execute(select(t.relay_positions))}
+    assert unsent == []
+    assert len(producer.sent) == 10 and sorted(int(r["headers"][0][1].split(b":")[1]) for *_, r in producer.sent) == ids
+    assert positions == producer.ends  # how far each partition was published, recorded with the marking
+    for key in {f"kam-{n % 4}" for n in range(10)}:  # one partition per key, records in row order
+        sent = [(p, r["value"]) for _, p, r in producer.sent if r["key"] == key.encode()]
+        assert len({p for p, _ in sent}) == 1
+        assert [v for _, v in sent] == sorted((v for _, v in sent), key=lambda v: int(v.split(b" ")[1][:-1]))
+    engine.dispose()
+
+
+async def test_offsets_of_partitions_moved_to_another_member_are_left_to_it():
+    from aiokafka import TopicPartition
+
+    from consumers.service import Service
+    from services.config import Settings
+
+    mine, moved = TopicPartition("crm.accounts", 0), TopicPartition("crm.accounts", 1)
+    committed = []
+
+    class _Consumer:
+        def assignment(self):
+            return {mine}
+
+        async def commit(self, offsets):
+            committed.append(offsets)
+
+    service = Service(Settings(database_url="sqlite://"))
+    service.consumer = _Consumer()
+    service._uncommitted = {mine: 10, moved: 7}
+    await service._commit_uncommitted()
+    assert committed == [{mine: 10}]
+    service.engine.dispose()
