@@ -73,8 +73,8 @@ class Service:
         self.relay: OutboxRelay | None = None
         self.ready = asyncio.Event()
         self.input_wait_s = 0.0  # time the consumer loop waited for Kafka with nothing to apply
-        self._uncommitted: dict = {}
-        self.committed_offsets: dict = {}  # partition -> offset this process last committed (for the ops lag)  # partition -> next offset, of applied batches not yet committed to Kafka
+        self._uncommitted: dict = {}  # partition -> next offset, of applied batches not yet committed to Kafka
+        self.committed_offsets: dict = {}  # partition -> offset this process last committed (for the ops lag)
 
     async def run(self) -> None:
         if self.stop.is_set():  # asked to stop before it started: nothing to finish

@@ -99,7 +99,6 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-
 def _check_strings(obj: Any) -> str | None:
     """Find a string (key or value) with a NUL or an unpaired surrogate."""
     stack = [obj]

@@ -304,6 +304,7 @@ class OutboxRelay:
             except asyncio.TimeoutError:
                 log.warning("%d published outputs are not marked sent; the next relay will find them in Kafka",
                             len(self._unmarked))
+
     def _pending(self):
         with self.engine.connect() as conn:
             return conn.execute(select(t.outbox.c.id, t.outbox.c.topic, t.outbox.c.key, t.outbox.c.value)
@@ -321,7 +322,8 @@ class OutboxRelay:
                     if positions:
                         cursor.execute(
                             'INSERT INTO relay_positions (topic, "partition", next_offset) '
-                            "SELECT * FROM unnest(%(topics)s::VARCHAR[], %(partitions)s::INTEGER[], %(offsets)s::BIGINT[]) "
+                            "SELECT * FROM unnest(%(topics)s::VARCHAR[], %(partitions)s::INTEGER[], "
+                            "%(offsets)s::BIGINT[]) "
                             'ON CONFLICT (topic, "partition") DO UPDATE SET next_offset = EXCLUDED.next_offset',
                             {"topics": [tp.topic for tp in positions], "partitions": [tp.partition for tp in positions],
                              "offsets": list(positions.values())})

@@ -42,6 +42,8 @@ _UNDERCUT_SQL = ("SELECT DISTINCT here.country, price.product_id, here.root_id F
                  "JOIN agreements AS price ON price.account_id = anywhere.account_id "
                  "WHERE price.product_id = ANY(%(products)b::VARCHAR[]) AND price.kind = 'price' "
                  "AND price.scope = 'global'")
+_KEY_VERSIONS_SQL = ("SELECT key, version, false FROM key_versions WHERE key = ANY(%(keys)b::VARCHAR[]) "
+                     "UNION ALL SELECT '', value, true FROM versions WHERE name = 'teams'")
 _TEAMS_SQL = ("SELECT accounts.root_id, " + ", ".join(f"team_members.{c.name}" for c in t.team_members.c)
               + " FROM team_members JOIN accounts ON accounts.account_id = team_members.account_id "
                 "WHERE accounts.root_id = ANY(%(roots)b::VARCHAR[])")
@@ -661,12 +663,8 @@ class StateRepository:
         cache = self._key_cache
         found: dict[str, int] = {}
         master = -1
-        if self.conn.dialect.name == "postgresql":
-            with self.conn.connection.dbapi_connection.cursor() as cursor:
-                cursor.execute("SELECT key, version, false FROM key_versions WHERE key = ANY(%(keys)b::VARCHAR[]) "
-                               "UNION ALL SELECT '', value, true FROM versions WHERE name = 'teams'",
-                               {"keys": keys}, prepare=False)
-                rows = cursor.fetchall()
+        if self._postgres:
+            rows = fetch_rows(self.conn, _KEY_VERSIONS_SQL, {"keys": keys})
         else:
             v = t.key_versions.c
             master_version = select(literal("").label("key"), t.versions.c.value.label("version"),
