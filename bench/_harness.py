@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -108,6 +111,19 @@ async def wait_caught_up(bootstrap: str, group_id: str, targets: dict[TopicParti
         raise TimeoutError(f"group {group_id} did not catch up within {timeout:.0f} s")
     finally:
         await admin.close()
+
+
+def start_py_spy(output: str) -> subprocess.Popen:
+    """Sample this process (threads holding the GIL, 200/s) into `output` until `stop_py_spy`."""
+    sampler = subprocess.Popen(["uvx", "py-spy", "record", "--pid", str(os.getpid()), "--gil", "-r", "200",
+                                "-f", "raw", "-o", output], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(2)  # uvx resolving and py-spy attaching; the samples start after this
+    return sampler
+
+
+def stop_py_spy(sampler: subprocess.Popen) -> None:
+    sampler.send_signal(signal.SIGINT)
+    sampler.wait(30)
 
 
 def counters(engine) -> dict[str, int]:

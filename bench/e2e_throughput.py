@@ -13,7 +13,7 @@ is left unsent. Without --bootstrap / --database-url it starts its own broker (f
 and PostgreSQL cluster and removes them afterwards.
 
     uv run python bench/e2e_throughput.py [-n 50000] [--bootstrap HOST:PORT] [--database-url postgresql://...]
-                                          [--skip-sqlite] [--skip-postgres] [--max-batch 2000]
+                                          [--skip-sqlite] [--skip-postgres] [--max-batch 2000] [--py-spy FILE]
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ async def baseline(bootstrap: str, start: dict, targets: dict) -> dict:
 
 
 async def onevoice(bootstrap: str, database_url: str, start: dict, targets: dict, n: int, *, max_batch: int,
-                   timeout: float, master_first: bool = True) -> dict:
+                   timeout: float, master_first: bool = True, py_spy: str | None = None) -> dict:
     """Run a Service from a fresh group at `start` until it committed `targets` and its outbox is drained."""
     group = h.unique("bench-onevoice-")
     settings = Settings(kafka_bootstrap=bootstrap, database_url=database_url, group_id=group, partitions=PARTITIONS,
@@ -90,12 +90,15 @@ async def onevoice(bootstrap: str, database_url: str, start: dict, targets: dict
         start = {tp: (targets[tp] if tp.topic == "crm.accounts" else off) for tp, off in start.items()}
     await start_group_at(bootstrap, group, start)
     service = Service(settings)
+    sampler = h.start_py_spy(py_spy) if py_spy else None
     t0 = time.perf_counter()
     task = asyncio.create_task(service.run())
     try:
         await asyncio.wait_for(service.ready.wait(), 120)
         ready = time.perf_counter()
         caught_up = await h.wait_caught_up(bootstrap, group, targets, timeout=timeout, task=task)
+        if sampler is not None:
+            h.stop_py_spy(sampler)
         while True:
             total, unsent = await asyncio.to_thread(h.outbox_counts, service.engine)
             if unsent == 0:
@@ -139,7 +142,7 @@ async def main(args) -> None:
         if not args.skip_postgres:
             with h.postgres(args.database_url) as url:
                 r = await onevoice(bootstrap, url, start, targets, n, max_batch=args.max_batch, timeout=args.timeout,
-                                   master_first=not args.interleaved)
+                                   master_first=not args.interleaved, py_spy=args.py_spy)
                 results["onevoice PostgreSQL"] = r
                 print(f"onevoice PostgreSQL: {r}", flush=True)
         if not args.skip_sqlite:
@@ -173,6 +176,8 @@ if __name__ == "__main__":
     parser.add_argument("--bootstrap")
     parser.add_argument("--database-url")
     parser.add_argument("--max-batch", type=int, default=2000)
+    parser.add_argument("--py-spy", metavar="FILE", help="sample this process with py-spy (--gil, raw format) while "
+                        "onevoice on PostgreSQL runs, from start to caught up; needs `uvx py-spy` and ptrace rights")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-sqlite", action="store_true")

@@ -29,8 +29,8 @@ from services.domain import CLOSED_STATUSES, DECIDING_ROLES, Finding, KeyAccount
 from services.rules.agreements import CONFLICT_RULES, evaluate_key_account
 from services.rules.exceptions import allocate, is_shortage, judge_dunning, stock_findings
 from services.store import tables as t
-from services.store.bulk import bulk_insert, pipelined
-from services.store.db import insert_stmt, lock_keys
+from services.store.bulk import bulk_insert_later, pipelined, send_commit
+from services.store.db import insert_stmt
 from services.store.state import (KeyAccountCache, MasterDataCache, StateRepository, add_to_counters, dumps,
                                   new_alert_row, related_agreements)
 
@@ -274,8 +274,11 @@ class Processor:
             else:
                 keys.append((f"kafka:{record.topic}:{record.partition}", str(record.offset)))
         unique = list(dict.fromkeys(keys))
-        claimed = set(bulk_insert(batch.repo.conn, t.processed_events, [{"source": s, "event_id": i} for s, i in unique],
-                                  conflict=("source", "event_id"), returning=("source", "event_id")))
+        with pipelined(batch.repo.conn):  # with the transaction's BEGIN: one round trip
+            claiming = bulk_insert_later(batch.repo.conn, t.processed_events,
+                                         [{"source": s, "event_id": i} for s, i in unique],
+                                         conflict=("source", "event_id"), returning=("source", "event_id"))
+        claimed = set(claiming.rows())
         fresh = []
         for key, pair in zip(keys, decoded):
             if key in claimed:
@@ -339,18 +342,25 @@ class Processor:
         new = set(keys) - batch.locked
         if not new:
             return True
-        lock_keys(batch.repo.conn, new)
         batch.locked.update(new)
-        return batch.repo.validate_keys(new)
+        return batch.repo.lock_and_validate(new)
 
     def _write(self, batch: _Batch) -> None:
+        """Write what the batch changed and commit: nothing may follow in the transaction.
+
+        On PostgreSQL the writes and the COMMIT travel together, and what they return (outbox
+        ids, key versions) is read after: one round trip, not a dozen.
+        """
         conn = batch.repo.conn
         batch.repo.before_commit()
-        with pipelined(conn):  # the writes need no answers but the outbox ids: one round trip, not ten
+        with pipelined(conn):
             batch.repo.flush()
             add_to_counters(conn, self.instance, batch.result.counters())
             batch.repo.bump_keys(batch.locked)
-            ids = sorted(i for (i,) in bulk_insert(conn, t.outbox, batch.outbox, returning=("id",)))
+            outbox_ids = bulk_insert_later(conn, t.outbox, batch.outbox, returning=("id",))
+            send_commit(conn)
+        batch.repo.read_returned()
+        ids = sorted(i for (i,) in outbox_ids.rows())
         batch.result.committed_outputs = [(i, row["topic"], row["key"], row["value"]) for i, row in zip(ids, batch.outbox)]
         batch.result.outputs = len(batch.outbox)
 

@@ -52,31 +52,62 @@ def _unnest_sql(table: Table, columns: tuple[str, ...], conflict: tuple[str, ...
     return _STATEMENTS[key]
 
 
+class Later:
+    """Rows a statement returns, read when asked for.
+
+    Inside `pipelined` a statement is only sent; reading its rows at once would cost a round trip
+    of its own. Read them after the block: the block's end fetched every result in one.
+    """
+
+    def __init__(self, cursors=(), rows=None):
+        self._cursors = list(cursors)
+        self._rows = rows
+
+    def rows(self) -> list:
+        if self._rows is None:
+            self._rows = []
+            for cursor in self._cursors:
+                with cursor:
+                    self._rows += cursor.fetchall()
+            self._cursors = []
+        return self._rows
+
+
 def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict], *, conflict: Sequence[str] | None = None,
                 update: bool = False, returning: Sequence[str] = ()) -> list[tuple]:
     """Insert `rows`; on a `conflict` of those columns update the rest or skip.
 
     Returns the `returning` columns of the rows written (on PostgreSQL in no particular order).
     """
+    return bulk_insert_later(conn, table, rows, conflict=conflict, update=update, returning=returning).rows()
+
+
+def bulk_insert_later(conn: Connection, table: Table, rows: Sequence[dict], *, conflict: Sequence[str] | None = None,
+                      update: bool = False, returning: Sequence[str] = ()) -> Later:
+    """`bulk_insert`, its `returning` rows read when asked for (see `Later`)."""
     conflict = tuple(conflict) if conflict is not None else None
     returning = tuple(returning)
     by_shape: dict[frozenset[str], list[dict]] = {}  # the same columns in another order: the same statement
     for row in rows:
         by_shape.setdefault(frozenset(row), []).append(row)
-    out: list[tuple] = []
+    if conn.dialect.name != "postgresql":
+        out: list[tuple] = []
+        for same in by_shape.values():
+            out += _executemany(conn, table, same, conflict, update, returning)
+        return Later(rows=out)
+    cursors = []
     for same in by_shape.values():
         columns = tuple(same[0])
-        if conn.dialect.name != "postgresql":
-            out += _executemany(conn, table, same, conflict, update, returning)
-            continue
         sql = _unnest_sql(table, columns, conflict, update, returning)
         params = {f"c{i}": [row[name] for row in same] for i, name in enumerate(columns)}
-        # The driver's own cursor: its fetch also works inside a psycopg pipeline (see `pipelined`).
-        with conn.connection.dbapi_connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            if returning:
-                out += [tuple(r) for r in cursor.fetchall()]
-    return out
+        # The driver's own cursor: its results can be read after a psycopg pipeline (see `pipelined`).
+        cursor = conn.connection.dbapi_connection.cursor(row_factory=tuple_row)
+        cursor.execute(sql, params)
+        if returning:
+            cursors.append(cursor)
+        else:
+            cursor.close()
+    return Later(cursors, rows=None if returning else [])
 
 
 def _executemany(conn: Connection, table: Table, rows, conflict, update, returning) -> list[tuple]:
@@ -92,25 +123,23 @@ def _executemany(conn: Connection, table: Table, rows, conflict, update, returni
     return []
 
 
-def increment_versions(conn: Connection, keys: Sequence[str]) -> dict[str, int]:
-    """Add one to the `key_versions` counter of each key (creating it at 1); returns the new versions."""
+def increment_versions(conn: Connection, keys: Sequence[str]) -> Later:
+    """Add one to the `key_versions` counter of each key (creating it at 1); the new versions as (key, version) rows."""
     from services.store import tables as t
 
     if conn.dialect.name == "postgresql":
-        with conn.connection.dbapi_connection.cursor() as cursor:
-            cursor.execute("INSERT INTO key_versions (key, version) SELECT k, 1 FROM unnest(%(keys)b::VARCHAR[]) AS k "
-                           "ON CONFLICT (key) DO UPDATE SET version = key_versions.version + 1 RETURNING key, version",
-                           {"keys": list(keys)})
-            return dict(cursor.fetchall())
+        return send(conn, "INSERT INTO key_versions (key, version) SELECT k, 1 FROM unnest(%(keys)b::VARCHAR[]) AS k "
+                          "ON CONFLICT (key) DO UPDATE SET version = key_versions.version + 1 RETURNING key, version",
+                    {"keys": list(keys)}, prepare=None)
     stmt = insert_stmt(conn, t.key_versions)
     conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"version": t.key_versions.c.version + 1}),
                  [{"key": key, "version": 1} for key in keys])
-    found: dict[str, int] = {}
+    found: list[tuple] = []
     keys = list(keys)
     for start in range(0, len(keys), 500):
-        found.update(conn.execute(select(t.key_versions.c.key, t.key_versions.c.version)
-                                  .where(t.key_versions.c.key.in_(keys[start:start + 500]))).tuples().all())
-    return found
+        found += conn.execute(select(t.key_versions.c.key, t.key_versions.c.version)
+                              .where(t.key_versions.c.key.in_(keys[start:start + 500]))).tuples().all()
+    return Later(rows=found)
 
 
 @contextlib.contextmanager
@@ -118,13 +147,26 @@ def pipelined(conn: Connection):
     """Send the statements of the block without waiting for each reply (psycopg pipeline mode).
 
     Only for statements whose results are read through the driver's cursor (as `bulk_insert`
-    does) or not at all; an error surfaces at the next read or at the end of the block.
+    does) or not at all; an error surfaces at the next read or at the end of the block. Each
+    read inside the block waits for a round trip; results read after it (`Later`) come with
+    the block's end, so a block whose rows are all read after it costs a single round trip.
     """
     if conn.dialect.name != "postgresql":
         yield
         return
     with conn.connection.dbapi_connection.pipeline():
         yield
+
+
+def send_commit(conn: Connection) -> None:
+    """PostgreSQL, inside `pipelined`: COMMIT with the block's statements, in its one round trip.
+
+    The transaction's context manager then finds the connection idle and its commit costs
+    nothing. Nothing may run in the transaction after this. SQLite: nothing (the context commits).
+    """
+    if conn.dialect.name == "postgresql":
+        with conn.connection.dbapi_connection.cursor() as cursor:
+            cursor.execute("COMMIT")
 
 
 def fetch_rows(conn: Connection, sql: str, params: dict, row_factory=tuple_row) -> list:
@@ -134,9 +176,14 @@ def fetch_rows(conn: Connection, sql: str, params: dict, row_factory=tuple_row) 
     150 µs of Python per call, the statement itself often less. Not prepared, for the reason
     `select_by_ids` gives.
     """
-    with conn.connection.dbapi_connection.cursor(row_factory=row_factory) as cursor:
-        cursor.execute(sql, params, prepare=False)
-        return cursor.fetchall()
+    return send(conn, sql, params, row_factory).rows()
+
+
+def send(conn: Connection, sql: str, params: dict, row_factory=tuple_row, prepare: bool | None = False) -> Later:
+    """PostgreSQL: `fetch_rows`, the rows read when asked for (see `Later`)."""
+    cursor = conn.connection.dbapi_connection.cursor(row_factory=row_factory)
+    cursor.execute(sql, params, prepare=prepare)
+    return Later([cursor])
 
 
 def select_by_ids(conn: Connection, table: Table, key: str, ids: Sequence[str]) -> list[dict]:

@@ -20,8 +20,11 @@ def make_engine(url: str) -> Engine:
     """An engine for a plain SQLAlchemy URL (`sqlite:///…`, `postgresql://…`), with our own drivers."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
+        # No pre-ping: it cost a round trip per transaction. A connection the server dropped fails its
+        # first statement instead; SQLAlchemy then discards the pool's connections, and every caller
+        # retries (the batch loop, the relay, the timers, the ops reporter).
         engine = create_engine(parsed.set(drivername="postgresql+psycopg"), pool_size=4, max_overflow=4,
-                               pool_pre_ping=True, insertmanyvalues_page_size=1000)
+                               insertmanyvalues_page_size=1000)
     elif parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed.set(drivername="sqlite+pysqlite"),
                                connect_args={"timeout": 30, "check_same_thread": False})

@@ -22,8 +22,8 @@ from sqlalchemy.engine import Connection
 
 from services.domain import CLOSED_STATUSES, Account, Agreement, Promotion, Team, TeamMember
 from services.store import tables as t
-from services.store.bulk import bulk_insert, fetch_rows, increment_versions, select_by_ids
-from services.store.db import insert_stmt
+from services.store.bulk import Later, bulk_insert, fetch_rows, increment_versions, pipelined, select_by_ids, send
+from services.store.db import insert_stmt, lock_keys
 
 CHUNK = 2000  # ids per IN list: few statements per batch, far below SQLite's 32,766 variables
 KEYS: dict[str, tuple[str, ...]] = {
@@ -207,6 +207,7 @@ class StateRepository:
         self._key_cache = key_cache
         self._valid_keys: set[str] = set()  # lock keys whose cached state is current (checked under the lock)
         self._bumped: dict[str, int] = {}
+        self._bumping = Later(rows=[])  # the new versions of `bump_keys`, read after the write pipeline
         self._written: dict[str, dict[tuple, dict]] = defaultdict(dict)
         self._states_read: dict[str, KeyAccountState] = {}
         self._accounts_built: dict[str, tuple[dict, Account]] = {}
@@ -654,16 +655,34 @@ class StateRepository:
 
     # -- lock keys and their versions -----------------------------------------------------
 
-    def validate_keys(self, keys: Iterable[str]) -> bool:
+    def lock_and_validate(self, keys: Iterable[str]) -> bool:
+        """Lock `keys` (see `lock_keys`) and `validate_keys` them; on PostgreSQL in one round trip.
+
+        The version read is a statement of its own, after the lock's: under READ COMMITTED it
+        sees what the lock holders before us committed.
+        """
+        keys = sorted(set(keys))
+        if not self._postgres:
+            lock_keys(self.conn, keys)
+            return self.validate_keys(keys)
+        with pipelined(self.conn):
+            lock_keys(self.conn, keys)
+            versions = send(self.conn, _KEY_VERSIONS_SQL, {"keys": keys})
+        return self.validate_keys(keys, versions.rows())
+
+    def validate_keys(self, keys: Iterable[str], rows: list[tuple] | None = None) -> bool:
         """Check, under the locks of `keys`, which cached key states are current; True if all are.
 
         Also False when master data (accounts, teams) changed since this transaction first read it.
+        `rows` are those of `_KEY_VERSIONS_SQL` if already read (PostgreSQL).
         """
         keys = sorted(set(keys))
         cache = self._key_cache
         found: dict[str, int] = {}
         master = -1
-        if self._postgres:
+        if rows is not None:
+            pass
+        elif self._postgres:
             rows = fetch_rows(self.conn, _KEY_VERSIONS_SQL, {"keys": keys})
         else:
             v = t.key_versions.c
@@ -697,11 +716,18 @@ class StateRepository:
         self._has_children.clear()
 
     def bump_keys(self, keys: Iterable[str]) -> None:
-        """Count one more change under each of these lock keys (call while holding their locks)."""
+        """Count one more change under each of these lock keys (call while holding their locks).
+
+        The new versions are read by `read_returned`, after the write pipeline.
+        """
         keys = sorted(set(keys))
         if not keys:
             return
-        self._bumped = increment_versions(self.conn, keys)
+        self._bumping = increment_versions(self.conn, keys)
+
+    def read_returned(self) -> None:
+        """Read what the writes returned (the new key versions), now that their pipeline has ended."""
+        self._bumped = dict(self._bumping.rows())
 
     def before_commit(self) -> None:
         """Settle, while the transaction is open, the key account of every agreement it wrote."""

@@ -126,3 +126,87 @@ async def test_consumer_lag_asks_the_coordinator_only_for_offsets_it_does_not_kn
     assert await ops.consumer_lag() == 70 and len(asked) == 2  # nothing asked again
     service.consumer.assigned = {b}  # a rebalance: another member may have committed b meanwhile
     assert await ops.consumer_lag() == 60 and asked[-1] == b and len(asked) == 3
+
+
+def _outbox_rows(engine, n: int, first: int = 0) -> list[tuple]:
+    with engine.begin() as conn:
+        rows = [{"topic": "kam.alerts", "key": f"kam-{i % 4}", "value": f'{{"n": {i}}}',
+                 "created_at": "2027-01-01T00:00:00Z"} for i in range(first, first + n)]
+        ids = sorted(i for (i,) in bulk_insert(conn, t.outbox, rows, returning=("id",)))
+    return [(i, r["topic"], r["key"], r["value"]) for i, r in zip(ids, rows)]
+
+
+def _running_relay(engine, producer, monkeypatch):
+    import services.outbox as outbox
+
+    monkeypatch.setattr(outbox, "RETRY_S", 0.05)
+    relay = OutboxRelay(engine, producer, instance="test", bootstrap="unused:9092")
+
+    async def no_takeover():  # the takeover scan reads Kafka; nothing to recover here
+        relay._store_id = "store"
+        return 0
+
+    relay.recover = no_takeover
+    stop = asyncio.Event()
+    return relay, stop, asyncio.create_task(relay.run(stop))
+
+
+async def _until(condition, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_the_relay_outlives_a_store_that_fails_for_a_while_and_publishes_everything_afterwards(
+        sqlite_url, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    engine = make_engine(sqlite_url)
+    create_tables(engine)
+    producer = _Producer()
+    relay, stop, task = _running_relay(engine, producer, monkeypatch)
+    read_store, failures = relay._pending, []
+
+    def flaky_store():
+        if len(failures) < 3:
+            failures.append(1)
+            raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+        return read_store()
+
+    relay._pending = flaky_store
+    _outbox_rows(engine, 5)
+    relay.notify()
+    await _until(lambda: len(producer.sent) == 5)
+    assert len(failures) == 3 and not task.done()
+    committed = _outbox_rows(engine, 5, first=5)
+    relay.publish_committed(committed)  # and what this process commits afterwards goes out as usual
+    await _until(lambda: len(producer.sent) == 10)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    with engine.connect() as conn:
+        assert conn.execute(select(t.outbox.c.id).where(t.outbox.c.sent_at.is_(None))).all() == []
+    engine.dispose()
+
+
+async def test_a_busy_relay_reads_the_store_only_every_poll_interval_yet_finds_other_processes_outputs(
+        sqlite_url, monkeypatch):
+    engine = make_engine(sqlite_url)
+    create_tables(engine)
+    producer = _Producer()
+    relay, stop, task = _running_relay(engine, producer, monkeypatch)
+    reads = []
+    read_store = relay._pending
+    relay._pending = lambda: reads.append(1) or read_store()
+    await _until(lambda: reads)  # the first round after taking the lease reads the store
+    reads.clear()
+    for batch in range(20):  # batches this process commits, one every 5 ms
+        relay.publish_committed(_outbox_rows(engine, 3, first=3 * batch))
+        await asyncio.sleep(0.005)
+    await _until(lambda: len(producer.sent) == 60)
+    assert len(reads) <= 2, "the store was read for outputs this process had handed over itself"
+    _outbox_rows(engine, 2, first=1000)  # committed by another process: no hand-over, no notify
+    await _until(lambda: len(producer.sent) == 62, timeout=5)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    engine.dispose()
