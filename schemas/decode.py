@@ -18,13 +18,13 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic_core import from_json
 
 from .envelope import CloudEvent
-from .registry import EVENT_MODELS, KEY_FIELD_BY_TOPIC, TOPIC_BY_TYPE
+from .registry import ENVELOPE_MODELS, EVENT_MODELS, KEY_FIELD_BY_TOPIC, TOPIC_BY_TYPE
 
 __all__ = ["MAX_MESSAGE_BYTES", "DecodeErrorCode", "InvalidMessage", "Event", "decode_event"]
 
@@ -58,6 +58,8 @@ class InvalidMessage(Exception):
 class Event:
     """A validated input event: its envelope and its typed ``data``. Treat as read-only.
 
+    Read the typed ``data`` here, not ``envelope.data`` (a dict or the same model, depending on
+    how the message was read).
     ``type``, ``source``, ``id`` and ``time`` (timezone-aware, UTC) are copied from the envelope:
     the processor reads them several times per event, and a plain slot is the cheapest read.
     (Not frozen: a frozen dataclass sets every field through ``object.__setattr__``.)
@@ -177,9 +179,33 @@ def _load_json_exactly(value: bytes) -> Any:
     return obj
 
 
+# Every type's envelope with its typed `data`, told apart by `type`: a valid message is
+# validated in one pass, not as an envelope whose `data` is copied and then validated again.
+_ONE_PASS = TypeAdapter(Annotated[Union[tuple(ENVELOPE_MODELS.values())],  # noqa: UP007 (Union of a tuple)
+                                  Field(discriminator="type")])
+
+
 def decode_event(value: bytes | None) -> Event:
-    """Validate a message value; raise :class:`InvalidMessage` if it is unusable."""
+    """Validate a message value; raise :class:`InvalidMessage` if it is unusable.
+
+    A valid message is validated in one pass (about a fifth less work); a message that pass
+    refuses is validated again step by step, which names its first problem in the order above.
+    """
     obj = _load_json(value)
+    try:
+        envelope = _ONE_PASS.validate_python(obj)
+    except ValidationError:
+        return _validate_exactly(obj)
+    return Event(envelope, envelope.data, envelope.type, envelope.source, envelope.id, envelope.time)
+
+
+def _decode_exactly(value: bytes | None) -> Event:
+    """`decode_event` without the one pass (tests compare the two)."""
+    return _validate_exactly(_load_json(value))
+
+
+def _validate_exactly(obj: Any) -> Event:
+    """Check the envelope, then the type, then its data: the first problem is the one named."""
     if not isinstance(obj, dict):
         raise InvalidMessage("invalid_envelope", f"event must be a JSON object, not {_json_type(obj)}")
     try:

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Union
 
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel
 
-from .envelope import CloudEvent
 from .outputs import AlertMessage, DeadLetter, InstructionMessage, OpsSnapshot
 from .registry import (
     ALERTS_TOPIC,
     DLQ_TOPIC,
-    EVENT_MODELS,
+    ENVELOPE_MODELS,
     INPUT_TOPICS,
     INSTRUCTIONS_TOPIC,
     KEY_FIELD_BY_TOPIC,
@@ -39,19 +38,6 @@ __all__ = [
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
-
-def _envelope_model(event_type: str, data_model: type[BaseModel]) -> type[CloudEvent]:
-    return create_model(  # type: ignore[call-overload]
-        f"{data_model.__name__}Event",
-        __base__=CloudEvent,
-        __doc__=f"CloudEvent of type {event_type!r}.",
-        type=(Literal[event_type], ...),  # type: ignore[valid-type]
-        data=(data_model, ...),
-    )
-
-
-#: event type -> the whole CloudEvent with that type's ``data`` (for documentation and tests)
-ENVELOPE_MODELS: dict[str, type[CloudEvent]] = {t: _envelope_model(t, m) for t, m in EVENT_MODELS.items()}
 
 #: output topic -> model of its message value
 OUTPUT_MODELS: dict[str, type[BaseModel]] = {

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Mapping
+from typing import Literal, Mapping
 
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 
 from .accounts import AccountUpserted, TeamMemberAssigned, TeamMemberRemoved
 from .agreements import AgreementWithdrawn, ContractNegotiated, PriceAgreed, ServiceAgreed
 from .decisions import DecisionMade
+from .envelope import CloudEvent
 from .finance import DunningTriggered
 from .promotions import PromotionLaunched
 from .stock import StockShortage
 
 __all__ = [
     "EVENT_MODELS",
+    "ENVELOPE_MODELS",
     "TOPIC_BY_TYPE",
     "TYPES_BY_TOPIC",
     "KEY_FIELD_BY_TOPIC",
@@ -79,6 +81,21 @@ OUTPUT_TOPICS: tuple[str, ...] = (ALERTS_TOPIC, INSTRUCTIONS_TOPIC, DLQ_TOPIC, O
 TYPES_BY_TOPIC: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {topic: tuple(t for t, tp in TOPIC_BY_TYPE.items() if tp == topic) for topic in INPUT_TOPICS}
 )
+
+
+
+def _envelope_model(event_type: str, data_model: type[BaseModel]) -> type[CloudEvent]:
+    return create_model(  # type: ignore[call-overload]
+        f"{data_model.__name__}Event",
+        __base__=CloudEvent,
+        __doc__=f"CloudEvent of type {event_type!r}.",
+        type=(Literal[event_type], ...),  # type: ignore[valid-type]
+        data=(data_model, ...),
+    )
+
+
+#: event type -> the whole CloudEvent with that type's ``data`` (documentation, and reading valid messages in one pass)
+ENVELOPE_MODELS: dict[str, type[CloudEvent]] = {t: _envelope_model(t, m) for t, m in EVENT_MODELS.items()}
 
 assert set(EVENT_MODELS) == set(TOPIC_BY_TYPE)
 assert set(TOPIC_BY_TYPE.values()) == set(INPUT_TOPICS)

@@ -232,3 +232,61 @@ def test_the_fast_json_reader_agrees_with_the_exact_one(value, cut, splice):
         fast, exact = _read(_load_json, candidate), _read(_load_json_exactly, candidate)
         assert fast[0] == exact[0], (candidate, fast, exact)
         assert _same(fast[1:], exact[1:]), (candidate, fast, exact)
+
+
+# --- the one-pass reading of valid messages agrees with the exact path ------------------------------
+
+
+def _outcome(decode, value):
+    """What a decoder makes of a value, comparable across the two paths."""
+    try:
+        event = decode(value)
+    except InvalidMessage as exc:
+        return ("invalid", exc.code, exc.message)
+    envelope = event.envelope
+    return ("event", event.type, event.source, event.id, event.time, envelope.specversion, envelope.subject,
+            envelope.datacontenttype, type(event.data), event.data.model_dump())
+
+
+def _agrees_with_exact_path(value):
+    from schemas.decode import _decode_exactly
+
+    assert _outcome(decode_event, value) == _outcome(_decode_exactly, value), value
+
+
+@FUZZ
+@given(st.sampled_from(sorted(EVENT_MODELS)), st.data())
+def test_one_pass_reading_agrees_with_the_exact_path_on_a_replaced_field(event_type, data):
+    event = envelope(event_type)
+    where = data.draw(st.sampled_from(["envelope", "data"]))
+    target = event if where == "envelope" else event["data"]
+    field = data.draw(st.sampled_from(sorted(target) + ["extension"]))
+    target[field] = data.draw(json_values | st.sampled_from(["NaN", "\u0000", "\ud800", "é"]))
+    _agrees_with_exact_path(json.dumps(event, ensure_ascii=data.draw(st.booleans())).encode("utf-8", "surrogatepass"))
+
+
+@FUZZ
+@given(st.sampled_from(sorted(EVENT_MODELS)), st.integers(min_value=0), _JSON_BYTES | st.sampled_from(
+    [b"NaN", b"Infinity", b"-Infinity", b"1e999", b'"\\u0000"', b'"\\ud800"', b'"x", "type": "price.agreed"']))
+def test_one_pass_reading_agrees_with_the_exact_path_on_spliced_bytes(event_type, position, chunk):
+    value = bytearray(encode(envelope(event_type)))
+    position %= len(value)
+    value[position:position] = chunk
+    _agrees_with_exact_path(bytes(value))
+
+
+@FUZZ
+@given(GENERATED, ids, ids, datetimes)
+def test_one_pass_reading_agrees_with_the_exact_path_on_valid_events(typed, event_id, source, time):
+    event_type, data = typed
+    _agrees_with_exact_path(encode(envelope(event_type, data, id=event_id, source=source, time=time)))
+
+
+def test_one_pass_reading_agrees_with_the_exact_path_on_the_hostile_corpus_and_samples():
+    from .test_schemas_hostile import CASES, _value
+
+    values = [_value(case) for _, case, _ in CASES]
+    values += [encode(envelope(event_type)) for event_type in sorted(EVENT_MODELS)]
+    values += [encode({**envelope("price.agreed"), "extension": float("nan")})]  # json.dumps writes NaN
+    for value in values:
+        _agrees_with_exact_path(value)
