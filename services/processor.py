@@ -10,6 +10,7 @@ offsets, so an input is either fully applied or redelivered and recognised.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -36,6 +37,16 @@ from services.store.state import (KeyAccountCache, MasterDataCache, StateReposit
 
 log = logging.getLogger("onevoice.processor")
 ALERT_NAMESPACE = uuid.UUID("6f1c1a52-6a3e-4f4e-9a51-0c0ffee0a1e7")
+_NAMESPACE_BYTES = ALERT_NAMESPACE.bytes
+
+
+def output_id(name: str) -> str:
+    """`str(uuid.uuid5(ALERT_NAMESPACE, name))`, without building a UUID object (a third of the cost)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 DLQ_RAW_LIMIT = 256 * 1024
 AGREEMENT_KINDS = {"price.agreed": "price", "contract.negotiated": "contract", "service.agreed": "service"}
 AGREEMENT_FIELDS = ("agreement_id", "version", "account_id", "agreed_by", "scope", "country", "product_id", "currency",
@@ -601,7 +612,7 @@ class Processor:
         if ref_id is not None and any(a["fingerprint"] == finding.fingerprint
                                       for a in batch.repo.open_alerts_for(finding.rule, ref_id)):
             return None  # one open alert per fingerprint: a repeated dunning or shortage adds none
-        alert_id = str(uuid.uuid5(ALERT_NAMESPACE, f"{finding.fingerprint}#{caused_by}"))
+        alert_id = output_id(f"{finding.fingerprint}#{caused_by}")
         due = None
         if finding.severity in DUE_SEVERITIES:
             due = iso(batch.now + timedelta(seconds=self.settings.decision_window_s))
@@ -643,7 +654,7 @@ class Processor:
     def _instruct(self, batch: _Batch, *, kind: str, ref_id: str, action: str, account_id: str | None,
                   key_account_id: str | None, reason: str, caused_by: str, alert_id: str | None = None,
                   allocation: list | None = None, decided_by: str | None = None) -> None:
-        instruction_id = str(uuid.uuid5(ALERT_NAMESPACE, f"instruction:{ref_id}:{action}:{caused_by}"))
+        instruction_id = output_id(f"instruction:{ref_id}:{action}:{caused_by}")
         batch.emit("kam.instructions", ref_id, {
             "instruction_id": instruction_id, "kind": kind, "ref_id": ref_id, "action": action,
             "account_id": account_id, "key_account_id": key_account_id, "allocation": allocation, "reason": reason,

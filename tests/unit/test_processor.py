@@ -2,6 +2,8 @@
 
 import json
 
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from services.config import Settings
@@ -192,3 +194,16 @@ def test_an_unexpected_decode_failure_becomes_that_events_dead_letter(monkeypatc
     assert [type(d) for d in decoded] == [InvalidMessage, InvalidMessage]
     assert decoded[0].code == "invalid_data" and "RuntimeError" in decoded[0].message
     assert decoded[1].code == "invalid_json"
+
+
+@given(st.text())
+def test_output_ids_are_uuid5_of_the_name(name):
+    import uuid
+
+    from services.processor import ALERT_NAMESPACE, output_id
+
+    try:
+        expected = str(uuid.uuid5(ALERT_NAMESPACE, name))
+    except UnicodeEncodeError:  # lone surrogates: never in a validated event
+        return
+    assert output_id(name) == expected
