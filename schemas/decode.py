@@ -152,7 +152,7 @@ def _load_json(value: bytes | bytearray | memoryview | str | None) -> Any:
         # pydantic-core's parser, about twice as fast; whatever it accepts, the standard library reads
         # the same way (tests/unit/test_schemas_fuzz.py compares them). Anything it refuses, and
         # escapes that need a closer look, go the exact way, for the exact error.
-        obj = from_json(value, allow_inf_nan=False)
+        obj = from_json(value, allow_inf_nan=False, cache_strings="keys")  # values are mostly unique ids
     except ValueError:
         return _load_json_exactly(value)
     if b"\\u" in value and _SUSPICIOUS_BYTES.search(value):

@@ -1,0 +1,61 @@
+"""Bulk writes on both stores and in both PostgreSQL forms (JSON rows for wide tables, column arrays for narrow ones)."""
+
+import pytest
+from sqlalchemy import select
+
+from services.store import tables as t
+from services.store.bulk import JSON_MIN_COLUMNS, bulk_insert, bulk_insert_later, pipelined
+from services.store.db import create_tables, make_engine
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request):
+    if request.param == "sqlite":
+        url = request.getfixturevalue("sqlite_url")
+    else:
+        url = request.getfixturevalue("postgres_database")
+    engine = make_engine(url)
+    create_tables(engine)
+    yield engine
+    engine.dispose()
+
+
+def _promotion(n: int, **changes) -> dict:
+    return {"promotion_id": f"PR{n}", "country": "IT", "product_id": f"SKU{n % 3}", "price": "9.90", "currency": "EUR",
+            "valid_from": "2027-01-01", "valid_to": "2027-12-31", "audience": "all", "launched_by": "p-1",
+            "event_time": "2027-01-01T00:00:00Z", "event_id": f"e{n}", **changes}
+
+
+def test_wide_rows_are_inserted_updated_on_conflict_and_returned(engine):
+    assert len(_promotion(0)) >= JSON_MIN_COLUMNS
+    quoted = 'a "quoted" \\ name, with {braces} and ünïcödé'
+    with engine.begin() as conn:
+        returned = bulk_insert(conn, t.promotions, [_promotion(n) for n in range(5)], conflict=("promotion_id",),
+                               update=True, returning=("promotion_id",))
+        assert sorted(returned) == [(f"PR{n}",) for n in range(5)]
+        bulk_insert(conn, t.promotions, [_promotion(1, price="7.50", audience=quoted, valid_to="2027-02-01")],
+                    conflict=("promotion_id",), update=True)
+    with engine.connect() as conn:
+        rows = {r.promotion_id: r for r in conn.execute(select(t.promotions))}
+    assert len(rows) == 5
+    assert (rows["PR1"].price, rows["PR1"].audience, rows["PR1"].valid_to) == ("7.50", quoted, "2027-02-01")
+    assert (rows["PR2"].price, rows["PR2"].valid_to) == ("9.90", "2027-12-31")
+
+
+def test_narrow_rows_keep_their_order_and_skip_conflicts(engine):
+    rows = [{"topic": "kam.alerts", "key": f"k{n}", "value": f'{{"n": {n}, "text": "a \\"quote\\""}}',
+             "created_at": "2027-01-01T00:00:00Z"} for n in range(50)]
+    assert len(rows[0]) < JSON_MIN_COLUMNS
+    with engine.begin() as conn:
+        with pipelined(conn):
+            later = bulk_insert_later(conn, t.outbox, rows, returning=("id",))
+        ids = sorted(i for (i,) in later.rows())
+        claimed = bulk_insert(conn, t.processed_events, [{"source": "s", "event_id": "1"}, {"source": "s", "event_id": "2"}],
+                              conflict=("source", "event_id"), returning=("source", "event_id"))
+        again = bulk_insert(conn, t.processed_events, [{"source": "s", "event_id": "2"}, {"source": "s", "event_id": "3"}],
+                            conflict=("source", "event_id"), returning=("source", "event_id"))
+    assert sorted(claimed) == [("s", "1"), ("s", "2")] and again == [("s", "3")]
+    with engine.connect() as conn:
+        stored = conn.execute(select(t.outbox.c.id, t.outbox.c.value).order_by(t.outbox.c.id)).all()
+    assert [i for i, _ in stored] == ids
+    assert [v for _, v in stored] == [r["value"] for r in rows]  # ids follow the order of the rows
