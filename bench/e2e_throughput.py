@@ -91,12 +91,13 @@ async def onevoice(bootstrap: str, database_url: str, start: dict, targets: dict
     await start_group_at(bootstrap, group, start)
     service = Service(settings)
     sampler = h.start_py_spy(py_spy) if py_spy else None
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     task = asyncio.create_task(service.run())
     try:
         await asyncio.wait_for(service.ready.wait(), 120)
         ready = time.perf_counter()
         caught_up = await h.wait_caught_up(bootstrap, group, targets, timeout=timeout, task=task)
+        cpu = time.process_time() - cpu0
         if sampler is not None:
             h.stop_py_spy(sampler)
         while True:
@@ -115,7 +116,7 @@ async def onevoice(bootstrap: str, database_url: str, start: dict, targets: dict
     return {"events": n, "seconds": caught_up - t0, "steady_seconds": caught_up - ready,
             "startup_seconds": ready - t0, "outputs": total, "published_outputs": sent,
             "drain_after_caught_up": drained - caught_up, "drained_seconds": drained - t0, "counters": counts,
-            "input_wait_s": round(service.input_wait_s, 3)}
+            "input_wait_s": round(service.input_wait_s, 3), "cpu_us_per_event": round(cpu / n * 1e6, 1)}
 
 
 def rate(n: int, seconds: float) -> float:
@@ -157,16 +158,18 @@ async def main(args) -> None:
     print()
     print(f"{n:,} events, max_batch {args.max_batch}")
     print(f"{'run':<26} {'seconds':>8} {'events/s':>10} {'ratio':>7} {'steady ev/s':>12} {'outputs':>8} "
-          f"{'drain s':>8}")
+          f"{'drain s':>8} {'CPU µs/ev':>10}")
     for name, r in results.items():
         ev_s = rate(r["events"], r["seconds"])
         steady = rate(r["events"], r["steady_seconds"])
         drain = f"{r['drain_after_caught_up']:.2f}" if "drain_after_caught_up" in r else "-"
         outputs = f"{r['outputs']:,}" if "outputs" in r else "-"
+        cpu = f"{r['cpu_us_per_event']:.0f}" if "cpu_us_per_event" in r else "-"
         print(f"{name:<26} {r['seconds']:>8.2f} {ev_s:>10,.0f} {ev_s / base_rate:>7.3f} {steady:>12,.0f} "
-              f"{outputs:>8} {drain:>8}")
+              f"{outputs:>8} {drain:>8} {cpu:>10}")
     print("ratio = events/s / baseline events/s; steady = from first fetched record (baseline) or Service.ready "
-          "(onevoice); drain s = outbox drain after the group caught up")
+          "(onevoice); drain s = outbox drain after the group caught up; CPU = this process's CPU time (all threads) "
+          "from start to caught up, per event")
 
 
 if __name__ == "__main__":

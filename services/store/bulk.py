@@ -1,17 +1,14 @@
 """Bulk writes: one statement for many rows.
 
-On PostgreSQL the rows travel in one statement with a fixed text (prepared once by the server),
-in one round trip, in one of two forms:
-
-- wide rows (`JSON_MIN_COLUMNS` or more) as one JSON array written by orjson, spread out again
-  by `json_populate_recordset`: a quarter of the client CPU of per-column arrays (psycopg's list
-  dumper is Python, element by element) at about the same server time;
-- narrow rows (the outbox, the processed ids, evidence) as one array per column, spread out by
-  `unnest`: JSON would cost the server more than it saves here (long JSON values in the outbox
-  must be unescaped; 2,000 outbox rows: 20 ms with arrays, 41 ms as JSON).
-
-Either way it is about three times faster than a pipelined executemany, which costs Python
-work per row. SQLite keeps SQLAlchemy's executemany (in-process: no round trip to save).
+On PostgreSQL the rows travel as one JSON array, written by orjson, and
+`INSERT ... SELECT FROM json_populate_recordset(...)` spreads them out again: a fixed statement
+text (prepared once by the server), one parameter, one round trip. Per-column arrays dumped by
+psycopg cost up to four times the client CPU (its list dumper is Python, element by element).
+For narrow rows with long values (the outbox) arrays cost the server less (2,000 outbox rows:
+20 against 41 ms), but the service is bound by its own CPU: end to end, JSON for every table
+did at least as well as arrays for the narrow ones (bench/RESULTS.md, 2026-11-26 evening).
+A pipelined executemany would cost Python work per row. SQLite keeps SQLAlchemy's executemany
+(in-process: there is no round trip to save).
 """
 
 from __future__ import annotations
@@ -37,24 +34,15 @@ def _pg_array_type(column) -> str:
     return column.type.compile(dialect=_PG) + "[]"
 
 
-JSON_MIN_COLUMNS = 6
-
-
 def _insert_sql(table: Table, columns: tuple[str, ...], conflict: tuple[str, ...] | None, update: bool,
                 returning: tuple[str, ...]) -> str:
     key = (table.name, columns, conflict, update, returning)
     if key not in _STATEMENTS:
         quote = _PG.identifier_preparer.quote
         names = ", ".join(quote(c) for c in columns)
-        # In row order, so serial ids (the outbox's publishing order) follow the order of `rows`.
-        if len(columns) >= JSON_MIN_COLUMNS:
-            source = (f"SELECT {names} FROM json_populate_recordset(NULL::{table.name}, %(rows)s) "
-                      f"WITH ORDINALITY AS r ORDER BY r.ordinality")
-        else:  # %(name)b: binary arrays, so psycopg need not escape every string into a text array literal
-            arrays = ", ".join(f"%(c{i})b::{_pg_array_type(table.c[name])}" for i, name in enumerate(columns))
-            aliases = ", ".join(f"c{i}" for i in range(len(columns)))
-            source = f"SELECT {aliases} FROM unnest({arrays}) WITH ORDINALITY AS u({aliases}, n) ORDER BY n"
-        sql = f"INSERT INTO {table.name} ({names}) {source}"
+        # In array order, so serial ids (the outbox's publishing order) follow the order of `rows`.
+        sql = (f"INSERT INTO {table.name} ({names}) SELECT {names} "
+               f"FROM json_populate_recordset(NULL::{table.name}, %(rows)s) WITH ORDINALITY AS r ORDER BY r.ordinality")
         if conflict is not None:
             others = [c for c in columns if c not in conflict]
             if update and others:
@@ -118,13 +106,10 @@ def bulk_insert_later(conn: Connection, table: Table, rows: Sequence[dict], *, c
         return Later(rows=out)
     cursors = []
     for same in by_shape.values():
-        columns = tuple(same[0])
-        sql = _insert_sql(table, columns, conflict, update, returning)
-        params = ({"rows": Json(same, dumps=_dump_rows)} if len(columns) >= JSON_MIN_COLUMNS
-                  else {f"c{i}": [row[name] for row in same] for i, name in enumerate(columns)})
+        sql = _insert_sql(table, tuple(same[0]), conflict, update, returning)
         # The driver's own cursor: its results can be read after a psycopg pipeline (see `pipelined`).
         cursor = conn.connection.dbapi_connection.cursor(row_factory=tuple_row)
-        cursor.execute(sql, params)
+        cursor.execute(sql, {"rows": Json(same, dumps=_dump_rows)})
         if returning:
             cursors.append(cursor)
         else:
