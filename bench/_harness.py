@@ -113,10 +113,12 @@ async def wait_caught_up(bootstrap: str, group_id: str, targets: dict[TopicParti
         await admin.close()
 
 
-def start_py_spy(output: str) -> subprocess.Popen:
-    """Sample this process (threads holding the GIL, 200/s) into `output` until `stop_py_spy`."""
-    sampler = subprocess.Popen(["uvx", "py-spy", "record", "--pid", str(os.getpid()), "--gil", "-r", "200",
-                                "-f", "raw", "-o", output], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def start_py_spy(output: str, gil_only: bool = True) -> subprocess.Popen:
+    """Sample this process (threads holding the GIL, or all threads and idle ones too, 200/s) into `output`
+    until `stop_py_spy`."""
+    sampler = subprocess.Popen(["uvx", "py-spy", "record", "--pid", str(os.getpid()), "-r", "200", "-f", "raw",
+                                "-o", output, *(["--gil"] if gil_only else ["--idle", "--threads"])],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(2)  # uvx resolving and py-spy attaching; the samples start after this
     return sampler
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -90,7 +91,7 @@ async def onevoice(bootstrap: str, database_url: str, start: dict, targets: dict
         start = {tp: (targets[tp] if tp.topic == "crm.accounts" else off) for tp, off in start.items()}
     await start_group_at(bootstrap, group, start)
     service = Service(settings)
-    sampler = h.start_py_spy(py_spy) if py_spy else None
+    sampler = h.start_py_spy(py_spy, gil_only=not os.environ.get("PY_SPY_ALL_THREADS")) if py_spy else None
     t0, cpu0 = time.perf_counter(), time.process_time()
     task = asyncio.create_task(service.run())
     try:

@@ -18,14 +18,13 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, KafkaError
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from consumers.ops import OpsReporter
 from consumers.topics import ensure_topics
 from schemas.registry import INPUT_TOPICS
 from services.config import Settings
 from services.outbox import OutboxRelay
-from services.processor import InputRecord, Processor, decode_records, utcnow
+from services.processor import DATABASE_UNAVAILABLE, InputRecord, Processor, decode_records, utcnow
 from services.store.db import create_tables, make_engine
 from services.timers import EscalationTimer
 
@@ -155,8 +154,8 @@ class Service:
 
     async def _fetch(self, max_records: int | None = None, wait_ms: int = 200):
         fetched = await self.consumer.getmany(timeout_ms=wait_ms, max_records=max_records or self.settings.max_batch)
-        records = [InputRecord(m.topic, m.partition, m.offset, m.key, m.value)
-                   for messages in fetched.values() for m in messages]
+        # aiokafka's records as they are: they have the five attributes of an InputRecord (copying them cost 2 µs each)
+        records = [m for messages in fetched.values() for m in messages]
         if len(records) > INLINE_DECODE_MAX:
             decoded = await asyncio.to_thread(decode_records, records)
         else:  # a few events decode faster than a hand-over to a worker thread and back
@@ -189,7 +188,7 @@ class Service:
         while True:
             try:
                 return await asyncio.to_thread(self.processor.process, records, decoded)
-            except (OperationalError, InterfaceError) as exc:
+            except DATABASE_UNAVAILABLE as exc:
                 log.warning("database unavailable (%s); retrying the batch in %.1fs", exc.__class__.__name__, delay)
                 try:
                     await asyncio.wait_for(self.stop.wait(), delay)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+import psycopg
 from pydantic_core import from_json  # our own JSON columns: the faster parser reads them exactly
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -36,6 +37,9 @@ from services.store.state import (KeyAccountCache, MasterDataCache, StateReposit
                                   new_alert_row, related_agreements)
 
 log = logging.getLogger("onevoice.processor")
+# The database cannot be reached: nothing is wrong with the events, try them again later. Raw psycopg errors
+# too: the fixed statements run on the driver's cursor, whose errors SQLAlchemy does not wrap.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 ALERT_NAMESPACE = uuid.UUID("6f1c1a52-6a3e-4f4e-9a51-0c0ffee0a1e7")
 _NAMESPACE_BYTES = ALERT_NAMESPACE.bytes
 
@@ -61,7 +65,8 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class InputRecord:
-    """One Kafka message as the consumer fetched it."""
+    """One Kafka message as the consumer fetched it (aiokafka's ConsumerRecord has the same attributes and is
+    passed as it is)."""
 
     topic: str
     partition: int
@@ -194,8 +199,8 @@ class Processor:
             result = self._process_with_retries(records, decoded)
             self.consecutive_rejects = 0
             return result
-        except (OperationalError, InterfaceError):
-            raise  # the database is unreachable: nothing is wrong with the events, try them again later
+        except DATABASE_UNAVAILABLE:
+            raise
         except Exception:
             if len(records) == 1:
                 self.consecutive_rejects += 1
@@ -250,7 +255,7 @@ class Processor:
                 except Exception:  # the batch is committed: never apply it again; the cache was dropped
                     log.exception("could not keep the batch's key-account states; cache cleared")
                 return batch.result
-            except (IntegrityError, DBAPIError) as exc:
+            except (IntegrityError, DBAPIError, psycopg.Error) as exc:
                 if not _retryable(exc) or attempt == 7:
                     raise
                 log.info("batch retried after %s", type(exc.orig).__name__ if hasattr(exc, "orig") else exc)
@@ -729,7 +734,7 @@ def _day(value) -> str | None:
 
 def _retryable(exc: Exception) -> bool:
     """Deadlocks, serialization failures and unique-key races are retried; anything else is a bug."""
-    if isinstance(exc, IntegrityError):
+    if isinstance(exc, (IntegrityError, psycopg.IntegrityError)):
         return True
-    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    code = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
     return code in {"40001", "40P01"} or "database is locked" in str(exc)

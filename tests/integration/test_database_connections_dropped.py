@@ -74,4 +74,6 @@ async def test_the_service_carries_on_after_the_database_drops_its_connections(
     alert_keys = Counter((a["alert_id"], a["status"]) for a in outputs["kam.alerts"])
     instruction_keys = Counter(i["instruction_id"] for i in outputs["kam.instructions"])
     assert outputs["kam.instructions"], "the workload's dunnings and shortages should have been answered"
+    assert [d for d in outputs["kam.dlq"] if d["error"]["code"] not in ("unknown_alert", "unauthorized_decision",
+                                                              "invalid_decision")] == [], "a valid event was dead-lettered"
     assert max(alert_keys.values()) == 1 and max(instruction_keys.values()) == 1

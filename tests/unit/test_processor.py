@@ -207,3 +207,42 @@ def test_output_ids_are_uuid5_of_the_name(name):
     except UnicodeEncodeError:  # lone surrogates: never in a validated event
         return
     assert output_id(name) == expected
+
+
+def _failing_once(monkeypatch, error):
+    """The batch's counters statement (a fixed statement on the driver's cursor) fails once with `error`."""
+    import services.processor as processor_module
+
+    original, failures = processor_module.add_to_counters, []
+
+    def add_to_counters(*args, **kwargs):
+        if not failures:
+            failures.append(error)
+            raise error
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(processor_module, "add_to_counters", add_to_counters)
+    return failures
+
+
+def test_a_deadlock_raised_by_the_driver_itself_retries_the_batch(sqlite_url, monkeypatch):
+    import psycopg
+
+    engine, processor = _processor(sqlite_url)
+    failures = _failing_once(monkeypatch, psycopg.errors.DeadlockDetected("deadlock detected"))
+    result = processor.process([InputRecord("crm.accounts", 0, 0, b"A", _event("e0", "A0"))])
+    assert failures and (result.processed, result.duplicates) == (1, 0)
+    assert _outbox(engine, "kam.dlq") == []  # not taken for an event that cannot be applied
+
+
+def test_a_connection_lost_under_the_driver_is_the_database_unavailable_not_a_bad_event(sqlite_url, monkeypatch):
+    import psycopg
+    import pytest
+
+    engine, processor = _processor(sqlite_url)
+    _failing_once(monkeypatch, psycopg.OperationalError("server closed the connection unexpectedly"))
+    records = [InputRecord("crm.accounts", 0, i, b"A", _event(f"e{i}", f"A{i}")) for i in range(3)]
+    with pytest.raises(psycopg.OperationalError):  # the service waits and tries the batch again
+        processor.process(records)
+    assert processor.process(records).processed == 3
+    assert _outbox(engine, "kam.dlq") == []
