@@ -8,6 +8,7 @@ service code can build models directly (``Decimal``, ``date``, aware
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -61,11 +62,20 @@ def _type_name(value: Any) -> str:
 # --- money ---------------------------------------------------------------
 
 
+# The string forms are parsed once per distinct string: prices and dates repeat across events, and
+# the values are immutable. Only strings reach the caches (anything else may be unhashable).
+
+
+@functools.lru_cache(maxsize=4096)
+def _money_from_string(value: str) -> Decimal:
+    if _MONEY_RE.fullmatch(value) is None:
+        raise ValueError("must be a non-negative decimal string like '12.50'")
+    return Decimal(value)
+
+
 def _validate_money(value: Any) -> Decimal:
     if isinstance(value, str):
-        if _MONEY_RE.fullmatch(value) is None:
-            raise ValueError("must be a non-negative decimal string like '12.50'")
-        return Decimal(value)
+        return _money_from_string(value)
     if isinstance(value, Decimal):  # Python-side construction only
         if not value.is_finite() or value < 0:
             raise ValueError("must be a finite non-negative decimal")
@@ -91,14 +101,19 @@ Text = Annotated[str, Strict()]
 # --- dates and times -----------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
+def _date_from_string(value: str) -> date:
+    if _DATE_RE.fullmatch(value) is None:
+        raise ValueError("must be a date string YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a calendar date") from None
+
+
 def _validate_date(value: Any) -> date:
     if isinstance(value, str):
-        if _DATE_RE.fullmatch(value) is None:
-            raise ValueError("must be a date string YYYY-MM-DD")
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a calendar date") from None
+        return _date_from_string(value)
     if isinstance(value, date) and not isinstance(value, datetime):
         return value
     raise ValueError(f"must be a date string YYYY-MM-DD, not {_type_name(value)}")

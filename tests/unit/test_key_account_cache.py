@@ -152,3 +152,21 @@ def test_a_late_parent_re_roots_its_whole_subtree_and_a_move_re_roots_it_again(s
     assert _roots(engine) == {"C": "L", "G": "L", "K": "K", "L": "L", "M": "L"}
     first.process([_account(6, "M", None)])
     assert _roots(engine) == {"C": "M", "G": "M", "K": "K", "L": "L", "M": "M"}
+
+
+def test_an_agreement_built_from_a_row_equals_one_built_by_its_constructor():
+    from dataclasses import fields
+    from datetime import date
+    from decimal import Decimal
+
+    from services.domain import Agreement
+    from services.store.state import _agreement
+
+    row = {"agreement_id": "AG1", "version": 3, "kind": "price", "account_id": "K", "agreed_by": "p-1",
+           "valid_from": "2027-01-01", "valid_to": None, "scope": "local", "country": "IT", "product_id": "SKU1",
+           "price": "9.90", "currency": "EUR", "contract_type": None, "status": None, "service_id": None, "charge": None}
+    built = _agreement(row)
+    expected = Agreement("AG1", 3, "price", "K", "p-1", date(2027, 1, 1), None, "local", "IT", "SKU1",
+                         Decimal("9.90"), "EUR")
+    assert built == expected and hash(built) == hash(expected)
+    assert set(vars(built)) == {f.name for f in fields(Agreement)}  # every field set, none extra
