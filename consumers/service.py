@@ -24,7 +24,7 @@ from consumers.topics import ensure_topics
 from schemas.registry import INPUT_TOPICS
 from services.config import Settings
 from services.outbox import OutboxRelay
-from services.processor import DATABASE_UNAVAILABLE, InputRecord, Processor, decode_records, utcnow
+from services.processor import InputRecord, Processor, decode_records, transient_database_error, utcnow
 from services.store.db import create_tables, make_engine
 from services.timers import EscalationTimer
 
@@ -188,7 +188,9 @@ class Service:
         while True:
             try:
                 return await asyncio.to_thread(self.processor.process, records, decoded)
-            except DATABASE_UNAVAILABLE as exc:
+            except Exception as exc:
+                if not transient_database_error(exc):
+                    raise
                 log.warning("database unavailable (%s); retrying the batch in %.1fs", exc.__class__.__name__, delay)
                 try:
                     await asyncio.wait_for(self.stop.wait(), delay)

@@ -109,12 +109,15 @@ class OutboxRelay:
             while not stop.is_set():
                 try:
                     if not await self._hold(loop):
+                        self.wake.clear()  # the holder publishes; our commits must not make this a busy loop
                         await self._sleep(stop, 1.0)
                         continue
                     published = await self._round(loop)
                 except Exception:  # the database or Kafka gone for a moment: the relay must outlive it
                     log.exception("outbox relay round failed; trying again in %.0f s", RETRY_S)
-                    self._read_store = True  # outputs taken from `_committed` are still unsent in the store
+                    # Some outputs of the round may have reached Kafka unmarked: take the lease over
+                    # again, as after a crash, so `recover` finds them there and they are not sent twice.
+                    self._holding, self._lease_until = False, 0.0
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), RETRY_S)
                     continue

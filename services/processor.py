@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+import orjson
 import psycopg
 from pydantic_core import from_json  # our own JSON columns: the faster parser reads them exactly
 from sqlalchemy import Engine
@@ -31,27 +32,16 @@ from services.domain import CLOSED_STATUSES, DECIDING_ROLES, Finding, KeyAccount
 from services.rules.agreements import CONFLICT_RULES, evaluate_key_account
 from services.rules.exceptions import allocate, is_shortage, judge_dunning, stock_findings
 from services.store import tables as t
-from services.store.bulk import bulk_insert_later, pipelined, send_commit
+from services.store.bulk import bulk_insert, bulk_insert_later, pipelined, send_commit
 from services.store.db import insert_stmt
 from services.store.state import (KeyAccountCache, MasterDataCache, StateRepository, add_to_counters, dumps,
                                   new_alert_row, related_agreements)
 
 log = logging.getLogger("onevoice.processor")
-# The database cannot be reached: nothing is wrong with the events, try them again later. Raw psycopg errors
-# too: the fixed statements run on the driver's cursor, whose errors SQLAlchemy does not wrap.
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 ALERT_NAMESPACE = uuid.UUID("6f1c1a52-6a3e-4f4e-9a51-0c0ffee0a1e7")
 _NAMESPACE_BYTES = ALERT_NAMESPACE.bytes
-
-
-def output_id(name: str) -> str:
-    """`str(uuid.uuid5(ALERT_NAMESPACE, name))`, without building a UUID object (a third of the cost)."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 DLQ_RAW_LIMIT = 256 * 1024
+DLQ_RAW_JSON_LIMIT = 512 * 1024
 AGREEMENT_KINDS = {"price.agreed": "price", "contract.negotiated": "contract", "service.agreed": "service"}
 AGREEMENT_FIELDS = ("agreement_id", "version", "account_id", "agreed_by", "scope", "country", "product_id", "currency",
                     "contract_type", "status", "service_id", "charge")
@@ -61,6 +51,15 @@ MAX_CONSECUTIVE_REJECTS = 20
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def output_id(name: str) -> str:
+    """`str(uuid.uuid5(ALERT_NAMESPACE, name))`, without building a UUID object (a third of the cost)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True)
@@ -199,9 +198,9 @@ class Processor:
             result = self._process_with_retries(records, decoded)
             self.consecutive_rejects = 0
             return result
-        except DATABASE_UNAVAILABLE:
-            raise
-        except Exception:
+        except Exception as exc:
+            if transient_database_error(exc):
+                raise
             if len(records) == 1:
                 self.consecutive_rejects += 1
                 if self.consecutive_rejects > MAX_CONSECUTIVE_REJECTS:
@@ -290,11 +289,8 @@ class Processor:
             else:
                 keys.append((f"kafka:{record.topic}:{record.partition}", str(record.offset)))
         unique = list(dict.fromkeys(keys))
-        with pipelined(batch.repo.conn):  # with the transaction's BEGIN: one round trip
-            claiming = bulk_insert_later(batch.repo.conn, t.processed_events,
-                                         [{"source": s, "event_id": i} for s, i in unique],
-                                         conflict=("source", "event_id"), returning=("source", "event_id"))
-        claimed = set(claiming.rows())
+        claimed = set(bulk_insert(batch.repo.conn, t.processed_events, [{"source": s, "event_id": i} for s, i in unique],
+                                  conflict=("source", "event_id"), returning=("source", "event_id")))
         fresh = []
         for key, pair in zip(keys, decoded):
             if key in claimed:
@@ -669,14 +665,20 @@ class Processor:
         batch.result.dead_letters += 1
         raw = record.value or b""
         truncated = len(raw) > DLQ_RAW_LIMIT
+        text = raw[:DLQ_RAW_LIMIT].decode("utf-8", "replace")
+        # A control character takes six bytes in JSON: keep the letter well under Kafka's default
+        # 1 MB message limit, or the relay could never publish it (nor anything after it).
+        while len(orjson.dumps(text)) > DLQ_RAW_JSON_LIMIT:
+            text, truncated = text[:len(text) // 2], True
         key = record.key.decode("utf-8", "replace") if record.key is not None else None
         letter = {"topic": record.topic, "partition": record.partition, "offset": record.offset, "key": key,
-                  "raw": raw[:DLQ_RAW_LIMIT].decode("utf-8", "replace") if record.value is not None else None,
+                  "raw": text if record.value is not None else None,
                   "error": {"code": code, "message": message}, "received_at": batch.now_iso}
         if truncated:
             letter["raw_truncated"] = True
             letter["raw_bytes"] = len(raw)
-        batch.emit("kam.dlq", key, letter)
+        # PostgreSQL text cannot hold NUL: the message key (not the letter's `key` field) gets U+FFFD instead.
+        batch.emit("kam.dlq", key.replace("\x00", "\ufffd") if key else key, letter)
 
 
 def decode_records(records: list[InputRecord]) -> list[Event | InvalidMessage]:
@@ -730,6 +732,27 @@ def _ref(event: Event) -> str:
 
 def _day(value) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def transient_database_error(exc: BaseException) -> bool:
+    """The database cannot be reached, or the batch kept losing deadlocks and serialization races:
+    nothing is wrong with the events, try them again later.
+
+    Raw psycopg errors count too: the fixed statements run on the driver's cursor, whose errors
+    SQLAlchemy does not wrap. A statement the server refused (a lock timeout, a full disk, a
+    cancelled query) is not this: its batch goes the one-by-one way like any failure.
+    """
+    if isinstance(exc, (OperationalError, InterfaceError)):  # wrapped by SQLAlchemy
+        if exc.connection_invalidated or not isinstance(exc.orig, psycopg.Error):
+            return True  # a lost connection; SQLite: locked for longer than its timeout, or unreachable
+        exc = exc.orig
+    if not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return False
+    code = exc.sqlstate
+    if code is None:  # the connection broke or could not be made, unless a cursor of ours was misused
+        return "cursor" not in str(exc)
+    # connection errors; transaction rollbacks (deadlock, serialization); the server shutting down
+    return code.startswith(("08", "40")) or code in {"57P01", "57P02", "57P03"}
 
 
 def _retryable(exc: Exception) -> bool:

@@ -56,8 +56,8 @@ def _insert_sql(table: Table, columns: tuple[str, ...], conflict: tuple[str, ...
     return _STATEMENTS[key]
 
 
-# Row values are str, int, bool or None (every column is VARCHAR, INTEGER, BIGINT or BOOLEAN);
-# anything else would be written as its str.
+# Row values are str, int, bool or None (every column is VARCHAR, INTEGER, BIGINT or BOOLEAN). Of
+# other types orjson writes what it knows its own way (dates in ISO form); the rest as their str.
 _dump_rows = functools.partial(orjson.dumps, default=str)
 
 

@@ -689,11 +689,9 @@ class StateRepository:
         cache = self._key_cache
         found: dict[str, int] = {}
         master = -1
-        if rows is not None:
-            pass
-        elif self._postgres:
+        if rows is None and self._postgres:
             rows = fetch_rows(self.conn, _KEY_VERSIONS_SQL, {"keys": keys})
-        else:
+        elif rows is None:
             v = t.key_versions.c
             master_version = select(literal("").label("key"), t.versions.c.value.label("version"),
                                     literal(True).label("master")).where(t.versions.c.name == "teams")

@@ -327,3 +327,31 @@ def test_decision_racing_escalation_never_escalates_a_closed_alert(postgres_data
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_an_escalated_conflict_stays_escalated_when_a_processor_with_a_warm_cache_refreshes_it(postgres_database):
+    """The timer changes cached conflict alerts: it bumps their key account's version, so the processor's
+    cached copy (still open, not escalated) is read again instead of being written back."""
+    settings = Settings(database_url=postgres_database, decision_window_s=2)
+    ka = f"KE-{uuid.uuid4().hex[:6]}"
+    engine = make_engine(postgres_database)
+    create_tables(engine)
+    clock = Clock()
+    processor = Processor(engine, settings, clock=clock)
+    try:
+        processor.process(key_account_setup(ka) + [global_contract(ka, f"{ka}-A1"), global_contract(ka, f"{ka}-A2")])
+        clock.now = T0 + timedelta(seconds=3)
+        timer = EscalationTimer(engine, settings, clock=clock)
+        assert timer.escalate_due() == 1
+        newer = json.loads(global_contract(ka, f"{ka}-A2").value)
+        newer["data"].update(version=2, region="EMEA")
+        processor.process([record("erp.agreements", newer)])  # changes the conflict's versions: the alert is refreshed
+        with engine.connect() as conn:
+            rows = conn.execute(select(t.alerts.c.status, t.alerts.c.escalated, t.alerts.c.versions)
+                                .where(t.alerts.c.key_account_id == ka, t.alerts.c.due_at.is_not(None))).all()
+        assert [(status, escalated) for status, escalated, _ in rows] == [("escalated", True)]
+        assert f"{ka}-A2@2" in rows[0][2].split("|")  # the refresh did happen
+        clock.now += timedelta(hours=1)
+        assert timer.escalate_due() == 0
+    finally:
+        engine.dispose()

@@ -57,3 +57,22 @@ def test_narrow_rows_keep_their_order_and_skip_conflicts(engine):
         stored = conn.execute(select(t.outbox.c.id, t.outbox.c.value).order_by(t.outbox.c.id)).all()
     assert [i for i, _ in stored] == ids
     assert [v for _, v in stored] == [r["value"] for r in rows]  # ids follow the order of the rows
+
+
+def test_a_dead_letter_with_a_nul_in_its_key_and_a_flood_of_control_characters_is_stored_and_publishable(engine):
+    import json
+
+    from services.config import Settings
+    from services.processor import InputRecord, Processor
+
+    processor = Processor(engine, Settings(database_url=str(engine.url)))
+    flood = b"\x01" * (400 * 1024)  # invalid JSON; each byte becomes six in the letter's JSON
+    result = processor.process([InputRecord("erp.stock", 0, 0, b"item\x00key", flood)])
+    assert result.dead_letters == 1
+    with engine.connect() as conn:
+        (key, value), = conn.execute(select(t.outbox.c.key, t.outbox.c.value)).all()
+    letter = json.loads(value)
+    assert key == "item\ufffdkey" and letter["key"] == "item\x00key"
+    assert len(value) < 600 * 1024  # well under Kafka's default 1 MB message limit
+    assert letter["raw_truncated"] is True and letter["raw_bytes"] == len(flood)
+    assert letter["raw"] == "\x01" * len(letter["raw"]) and letter["error"]["code"] == "invalid_json"

@@ -246,3 +246,23 @@ def test_a_connection_lost_under_the_driver_is_the_database_unavailable_not_a_ba
         processor.process(records)
     assert processor.process(records).processed == 3
     assert _outbox(engine, "kam.dlq") == []
+
+
+def test_which_database_errors_mean_try_again_later():
+    import sqlite3
+
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    from services.processor import transient_database_error
+
+    lost = psycopg.OperationalError("server closed the connection unexpectedly")
+    assert transient_database_error(lost)
+    assert transient_database_error(OperationalError("SELECT 1", {}, lost))
+    assert transient_database_error(psycopg.errors.DeadlockDetected("deadlock detected"))
+    assert transient_database_error(psycopg.errors.AdminShutdown("terminating connection"))
+    assert transient_database_error(OperationalError("BEGIN", {}, sqlite3.OperationalError("database is locked")))
+    assert not transient_database_error(psycopg.errors.LockNotAvailable("could not obtain lock"))
+    assert not transient_database_error(psycopg.errors.DiskFull("could not extend file"))
+    assert not transient_database_error(psycopg.InterfaceError("the cursor is closed"))
+    assert not transient_database_error(ValueError("a bug"))
