@@ -109,8 +109,10 @@ class OutboxRelay:
             while not stop.is_set():
                 try:
                     if not await self._hold(loop):
-                        self.wake.clear()  # the holder publishes; our commits must not make this a busy loop
-                        await self._sleep(stop, 1.0)
+                        # The holder publishes; our commits' wake-ups must not make us ask for the lease each time.
+                        self.wake.clear()
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(stop.wait(), 1.0)
                         continue
                     published = await self._round(loop)
                 except Exception:  # the database or Kafka gone for a moment: the relay must outlive it

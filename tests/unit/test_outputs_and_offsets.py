@@ -210,3 +210,32 @@ async def test_a_busy_relay_reads_the_store_only_every_poll_interval_yet_finds_o
     stop.set()
     await asyncio.wait_for(task, 10)
     engine.dispose()
+
+
+async def test_a_relay_without_the_lease_does_not_ask_for_it_on_every_commit(sqlite_url, monkeypatch):
+    import services.outbox as outbox
+
+    engine = make_engine(sqlite_url)
+    create_tables(engine)
+    asked: list[str] = []
+    hold = outbox.hold_lease
+
+    def counting_hold(engine_, lease, instance, *args):
+        asked.append(instance)
+        return hold(engine_, lease, instance, *args)
+
+    monkeypatch.setattr(outbox, "hold_lease", counting_hold)
+    holder, stop_holder, holding = _running_relay(engine, _Producer(), monkeypatch)
+    await _until(lambda: holder._holding)
+    other = OutboxRelay(engine, _Producer(), instance="other", bootstrap="unused:9092", lease_ttl_s=10)
+    stop_other = asyncio.Event()
+    running = asyncio.create_task(other.run(stop_other))
+    await _until(lambda: "other" in asked)
+    for n in range(50):  # this process commits a batch every 10 ms: each wakes its relay
+        other.publish_committed([(10_000 + n, "kam.alerts", "k", "{}")])
+        await asyncio.sleep(0.01)
+    assert asked.count("other") <= 2, asked.count("other")
+    for stop, task in ((stop_other, running), (stop_holder, holding)):
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    engine.dispose()
