@@ -535,7 +535,7 @@ class Processor:
             state = states[root]
             agreements = list(state.agreements.values())
             if root in partial:
-                agreements = [a for a in agreements if related(root, a)]
+                agreements = related(root, agreements)
             agreements_by_root[root] = agreements
             products = {a.product_id for a in agreements if a.kind == "price" and a.scope == "global"}
             pairs.update((a.country, p) for a in state.accounts.values() for p in products)

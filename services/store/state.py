@@ -826,23 +826,23 @@ class StateRepository:
             c.rule.in_(list(rules)), c.status.not_in(list(CLOSED_STATUSES)))).scalars())
 
 
-def related_agreements(repo: StateRepository, changed: dict[str, set[str]]) -> Callable[[str, Agreement], bool]:
-    """A test whether an agreement of a key account can form a conflict with one that changed there.
+def related_agreements(repo: StateRepository,
+                       changed: dict[str, set[str]]) -> Callable[[str, list[Agreement]], list[Agreement]]:
+    """A filter keeping the agreements of a key account that can form a conflict with one that changed there.
 
     Related are the changed agreements (or promotions) themselves, prices of the same products,
-    services of the same service ids and global contracts of the same types.
+    services of the same service ids and global contracts of the same types. (The term sets never
+    hold None, so an agreement without a product or service id matches none.)
     """
     rows = repo.changed_rows({i for ids in changed.values() for i in ids})
     by_root = {root: (ids, *related_terms(rows[i] for i in ids if i in rows)) for root, ids in changed.items()}
 
-    def test(root: str, agreement: Agreement) -> bool:
+    def related(root: str, agreements: list[Agreement]) -> list[Agreement]:
         ids, products, services, contract_types = by_root[root]
-        return (agreement.agreement_id in ids
-                or (agreement.product_id is not None and agreement.product_id in products)
-                or (agreement.service_id is not None and agreement.service_id in services)
-                or (agreement.scope == "global" and agreement.contract_type in contract_types))
+        return [a for a in agreements if a.agreement_id in ids or a.product_id in products or a.service_id in services
+                or (a.scope == "global" and a.contract_type in contract_types)]
 
-    return test
+    return related
 
 
 def related_terms(rows: Iterable[dict]) -> tuple[set[str], set[str], set[str]]:
