@@ -1,8 +1,10 @@
 """Background marking of published outputs, coalesced offset commits and the ops lag: nothing lost, nothing asked twice."""
 
 import asyncio
+import contextlib
 import types
 
+import pytest
 from sqlalchemy import select
 
 from services.outbox import OutboxRelay
@@ -136,19 +138,36 @@ def _outbox_rows(engine, n: int, first: int = 0) -> list[tuple]:
     return [(i, r["topic"], r["key"], r["value"]) for i, r in zip(ids, rows)]
 
 
-def _running_relay(engine, producer, monkeypatch):
+@pytest.fixture
+def store(sqlite_url):
+    engine = make_engine(sqlite_url)
+    create_tables(engine)
+    yield engine
+    engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _running_relay(engine, producer, monkeypatch, instance: str = "test", *, takes_over: bool = False):
+    """A relay running on `engine` until the block ends (failed rounds retried after 50 ms). Unless it
+    `takes_over`, taking the lease skips the takeover scan, which reads Kafka: nothing to recover here."""
     import services.outbox as outbox
 
     monkeypatch.setattr(outbox, "RETRY_S", 0.05)
-    relay = OutboxRelay(engine, producer, instance="test", bootstrap="unused:9092")
+    relay = OutboxRelay(engine, producer, instance=instance, bootstrap="unused:9092")
 
-    async def no_takeover():  # the takeover scan reads Kafka; nothing to recover here
+    async def no_takeover():
         relay._store_id = "store"
         return 0
 
-    relay.recover = no_takeover
+    if not takes_over:
+        relay.recover = no_takeover
     stop = asyncio.Event()
-    return relay, stop, asyncio.create_task(relay.run(stop))
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        yield relay, task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
 
 
 async def _until(condition, timeout: float = 10.0) -> None:
@@ -159,64 +178,52 @@ async def _until(condition, timeout: float = 10.0) -> None:
 
 
 async def test_the_relay_outlives_a_store_that_fails_for_a_while_and_publishes_everything_afterwards(
-        sqlite_url, monkeypatch):
+        store, monkeypatch):
     from sqlalchemy.exc import OperationalError
 
-    engine = make_engine(sqlite_url)
-    create_tables(engine)
     producer = _Producer()
-    relay, stop, task = _running_relay(engine, producer, monkeypatch)
-    read_store, failures = relay._pending, []
+    async with _running_relay(store, producer, monkeypatch) as (relay, task):
+        read_store, failures = relay._pending, []
 
-    def flaky_store():
-        if len(failures) < 3:
-            failures.append(1)
-            raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
-        return read_store()
+        def flaky_store():
+            if len(failures) < 3:
+                failures.append(1)
+                raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+            return read_store()
 
-    relay._pending = flaky_store
-    _outbox_rows(engine, 5)
-    relay.notify()
-    await _until(lambda: len(producer.sent) == 5)
-    assert len(failures) == 3 and not task.done()
-    committed = _outbox_rows(engine, 5, first=5)
-    relay.publish_committed(committed)  # and what this process commits afterwards goes out as usual
-    await _until(lambda: len(producer.sent) == 10)
-    stop.set()
-    await asyncio.wait_for(task, 10)
-    with engine.connect() as conn:
+        relay._pending = flaky_store
+        _outbox_rows(store, 5)
+        relay.notify()
+        await _until(lambda: len(producer.sent) == 5)
+        assert len(failures) == 3 and not task.done()
+        committed = _outbox_rows(store, 5, first=5)
+        relay.publish_committed(committed)  # and what this process commits afterwards goes out as usual
+        await _until(lambda: len(producer.sent) == 10)
+    with store.connect() as conn:
         assert conn.execute(select(t.outbox.c.id).where(t.outbox.c.sent_at.is_(None))).all() == []
-    engine.dispose()
 
 
 async def test_a_busy_relay_reads_the_store_only_every_poll_interval_yet_finds_other_processes_outputs(
-        sqlite_url, monkeypatch):
-    engine = make_engine(sqlite_url)
-    create_tables(engine)
+        store, monkeypatch):
     producer = _Producer()
-    relay, stop, task = _running_relay(engine, producer, monkeypatch)
-    reads = []
-    read_store = relay._pending
-    relay._pending = lambda: reads.append(1) or read_store()
-    await _until(lambda: reads)  # the first round after taking the lease reads the store
-    reads.clear()
-    for batch in range(20):  # batches this process commits, one every 5 ms
-        relay.publish_committed(_outbox_rows(engine, 3, first=3 * batch))
-        await asyncio.sleep(0.005)
-    await _until(lambda: len(producer.sent) == 60)
-    assert len(reads) <= 2, "the store was read for outputs this process had handed over itself"
-    _outbox_rows(engine, 2, first=1000)  # committed by another process: no hand-over, no notify
-    await _until(lambda: len(producer.sent) == 62, timeout=5)
-    stop.set()
-    await asyncio.wait_for(task, 10)
-    engine.dispose()
+    async with _running_relay(store, producer, monkeypatch) as (relay, _):
+        reads = []
+        read_store = relay._pending
+        relay._pending = lambda: reads.append(1) or read_store()
+        await _until(lambda: reads)  # the first round after taking the lease reads the store
+        reads.clear()
+        for batch in range(20):  # batches this process commits, one every 5 ms
+            relay.publish_committed(_outbox_rows(store, 3, first=3 * batch))
+            await asyncio.sleep(0.005)
+        await _until(lambda: len(producer.sent) == 60)
+        assert len(reads) <= 2, "the store was read for outputs this process had handed over itself"
+        _outbox_rows(store, 2, first=1000)  # committed by another process: no hand-over, no notify
+        await _until(lambda: len(producer.sent) == 62, timeout=5)
 
 
-async def test_a_relay_without_the_lease_does_not_ask_for_it_on_every_commit(sqlite_url, monkeypatch):
+async def test_a_relay_without_the_lease_does_not_ask_for_it_on_every_commit(store, monkeypatch):
     import services.outbox as outbox
 
-    engine = make_engine(sqlite_url)
-    create_tables(engine)
     asked: list[str] = []
     hold = outbox.hold_lease
 
@@ -225,17 +232,11 @@ async def test_a_relay_without_the_lease_does_not_ask_for_it_on_every_commit(sql
         return hold(engine_, lease, instance, *args)
 
     monkeypatch.setattr(outbox, "hold_lease", counting_hold)
-    holder, stop_holder, holding = _running_relay(engine, _Producer(), monkeypatch)
-    await _until(lambda: holder._holding)
-    other = OutboxRelay(engine, _Producer(), instance="other", bootstrap="unused:9092", lease_ttl_s=10)
-    stop_other = asyncio.Event()
-    running = asyncio.create_task(other.run(stop_other))
-    await _until(lambda: "other" in asked)
-    for n in range(50):  # this process commits a batch every 10 ms: each wakes its relay
-        other.publish_committed([(10_000 + n, "kam.alerts", "k", "{}")])
-        await asyncio.sleep(0.01)
-    assert asked.count("other") <= 2, asked.count("other")
-    for stop, task in ((stop_other, running), (stop_holder, holding)):
-        stop.set()
-        await asyncio.wait_for(task, 10)
-    engine.dispose()
+    async with _running_relay(store, _Producer(), monkeypatch) as (holder, _):
+        await _until(lambda: holder._holding)
+        async with _running_relay(store, _Producer(), monkeypatch, "other", takes_over=True) as (other, _):
+            await _until(lambda: "other" in asked)
+            for n in range(50):  # this process commits a batch every 10 ms: each wakes its relay
+                other.publish_committed([(10_000 + n, "kam.alerts", "k", "{}")])
+                await asyncio.sleep(0.01)
+            assert asked.count("other") <= 2, asked.count("other")

@@ -50,15 +50,20 @@ def test_arbitrary_json(value):
     _decode_or_invalid(json.dumps(value).encode())
 
 
-@FUZZ
-@given(st.sampled_from(sorted(EVENT_MODELS)), st.data())
-def test_valid_event_with_one_field_replaced(event_type, data):
+def _with_one_field_replaced(event_type: str, data, values, extra_fields: tuple[str, ...] = ()) -> dict:
+    """A valid event of `event_type` with one envelope or `data` field (or one of `extra_fields`) set to a drawn value."""
     event = envelope(event_type)
     where = data.draw(st.sampled_from(["envelope", "data"]))
     target = event if where == "envelope" else event["data"]
-    field = data.draw(st.sampled_from(sorted(target)))
-    target[field] = data.draw(json_values)
-    _decode_or_invalid(encode(event))
+    field = data.draw(st.sampled_from(sorted(target) + list(extra_fields)))
+    target[field] = data.draw(values)
+    return event
+
+
+@FUZZ
+@given(st.sampled_from(sorted(EVENT_MODELS)), st.data())
+def test_valid_event_with_one_field_replaced(event_type, data):
+    _decode_or_invalid(encode(_with_one_field_replaced(event_type, data, json_values)))
 
 
 @FUZZ
@@ -257,11 +262,8 @@ def _agrees_with_exact_path(value):
 @FUZZ
 @given(st.sampled_from(sorted(EVENT_MODELS)), st.data())
 def test_one_pass_reading_agrees_with_the_exact_path_on_a_replaced_field(event_type, data):
-    event = envelope(event_type)
-    where = data.draw(st.sampled_from(["envelope", "data"]))
-    target = event if where == "envelope" else event["data"]
-    field = data.draw(st.sampled_from(sorted(target) + ["extension"]))
-    target[field] = data.draw(json_values | st.sampled_from(["NaN", "\u0000", "\ud800", "é"]))
+    event = _with_one_field_replaced(event_type, data, json_values | st.sampled_from(["NaN", "\u0000", "\ud800", "é"]),
+                                     extra_fields=("extension",))
     _agrees_with_exact_path(json.dumps(event, ensure_ascii=data.draw(st.booleans())).encode("utf-8", "surrogatepass"))
 
 
