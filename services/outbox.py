@@ -53,6 +53,12 @@ async def output_partitions(bootstrap: str) -> list[TopicPartition]:
     return sorted(TopicPartition(d["topic"], p["partition"]) for d in described for p in d.get("partitions") or [])
 
 
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    """Wait `seconds` or until `stop`, whatever wakes the relay meanwhile (see `OutboxRelay._sleep`)."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
 def partition_of(key: bytes | None, partitions: list[int]) -> int:
     """Kafka's default partitioner: murmur2 of the key; a keyless record goes to any partition."""
     if key is None:
@@ -111,8 +117,7 @@ class OutboxRelay:
                     if not await self._hold(loop):
                         # The holder publishes; our commits' wake-ups must not make us ask for the lease each time.
                         self.wake.clear()
-                        with contextlib.suppress(asyncio.TimeoutError):
-                            await asyncio.wait_for(stop.wait(), 1.0)
+                        await _pause(stop, 1.0)
                         continue
                     published = await self._round(loop)
                 except Exception:  # the database or Kafka gone for a moment: the relay must outlive it
@@ -120,8 +125,7 @@ class OutboxRelay:
                     # Some outputs of the round may have reached Kafka unmarked: take the lease over
                     # again, as after a crash, so `recover` finds them there and they are not sent twice.
                     self._holding, self._lease_until = False, 0.0
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(stop.wait(), RETRY_S)
+                    await _pause(stop, RETRY_S)
                     continue
                 if not published:
                     await self._sleep(stop, STORE_POLL_S)

@@ -671,8 +671,7 @@ class StateRepository:
         sees what the lock holders before us committed.
         """
         keys = sorted(set(keys))
-        if not self._postgres:
-            lock_keys(self.conn, keys)
+        if not self._postgres:  # nothing to lock: BEGIN IMMEDIATE made this transaction the only writer
             return self.validate_keys(keys)
         with pipelined(self.conn):
             lock_keys(self.conn, keys)
