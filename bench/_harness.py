@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
 
 from services.store import tables as t  # noqa: E402
 from services.store.db import make_engine  # noqa: E402
@@ -61,6 +61,8 @@ def postgres(url: str | None):
     if url:
         engine = make_engine(url)
         metadata.drop_all(engine)
+        with engine.begin() as conn:  # or the migrations would think the dropped tables still exist
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
         engine.dispose()
         yield url
         return

@@ -88,6 +88,7 @@ class OutboxRelay:
         self._recently_published: set[int] = set()
         self._published_order: collections.deque[int] = collections.deque()
         self._unmarked: list[int] = []  # published and acknowledged, not yet marked sent in the store
+        self._marking_now: list[int] = []  # being marked sent by the running marking transaction
         self._unmarked_positions: dict[TopicPartition, int] = {}
         self._marking: asyncio.Task | None = None
         self._partitions: dict[str, tuple[float, list[int]]] = {}  # topic -> (valid until, partitions)
@@ -237,7 +238,9 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Publish one batch of unsent rows in id order; returns how many were published."""
-        rows = await asyncio.to_thread(self._pending)
+        # The rows this process published but has not yet marked sent are not read back: at 5,000
+        # events/s they were most of what a poll returned (27,000 of 35,000 outputs in a run).
+        rows = await asyncio.to_thread(self._pending, self._marking_now + self._unmarked)
         if len(rows) == self.batch:
             self._read_store = True  # there may be more behind them
         # Rows this process published are unsent in the store until their marking lands.
@@ -310,6 +313,7 @@ class OutboxRelay:
         while self._unmarked:
             await asyncio.sleep(MARK_INTERVAL_S)
             ids, self._unmarked = self._unmarked, []
+            self._marking_now = ids
             positions, self._unmarked_positions = self._unmarked_positions, {}
             began = time.perf_counter()
             try:
@@ -318,10 +322,12 @@ class OutboxRelay:
                 # Published but unmarked: kept in memory for the next try; a successor's `recover` finds them.
                 log.exception("could not mark %d published outputs sent; will try again", len(ids))
                 self._unmarked[:0] = ids
+                self._marking_now = []
                 for tp, offset in positions.items():
                     self._unmarked_positions[tp] = max(self._unmarked_positions.get(tp, 0), offset)
                 await asyncio.sleep(1.0)
                 continue
+            self._marking_now = []
             log.debug("marked %d outputs sent in %.1f ms", len(ids), (time.perf_counter() - began) * 1000)
             # Forget the oldest published ids only now: all of them are marked (marking follows publishing
             # order), so the store will not offer them again. Before, a lagging marking could let an
@@ -338,8 +344,17 @@ class OutboxRelay:
                 log.warning("%d published outputs are not marked sent; the next relay will find them in Kafka",
                             len(self._unmarked))
 
-    def _pending(self):
+    def _pending(self, published: list[int]):
+        """Up to a batch of unsent rows in id order, leaving out those `published` (not yet marked sent)."""
         with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # NOT IN a subquery is a hashed set; `<> ALL(array)` compared each row with every id: 30 ms
+                with conn.connection.dbapi_connection.cursor() as cursor:
+                    cursor.execute("SELECT id, topic, key, value FROM outbox WHERE sent_at IS NULL "
+                                   "AND id NOT IN (SELECT unnest(%(published)b::bigint[])) ORDER BY id LIMIT %(limit)s",
+                                   {"published": published, "limit": self.batch})
+                    return cursor.fetchall()
+            # SQLite: ids as bound parameters could exceed its limit; the caller filters them out instead
             return conn.execute(select(t.outbox.c.id, t.outbox.c.topic, t.outbox.c.key, t.outbox.c.value)
                                 .where(t.outbox.c.sent_at.is_(None)).order_by(t.outbox.c.id).limit(self.batch)).all()
 
