@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
 from services.store import tables as t  # noqa: E402
+from services.broker import PID_FILE  # noqa: E402
 from services.store.db import make_engine  # noqa: E402
 from services.store.tables import metadata  # noqa: E402
 
@@ -48,11 +49,38 @@ def broker(bootstrap: str | None):
     port = free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="onevoice-bench-kafka-"))
     address = start_broker(port, data_dir, quiet=True)
+    BROKER_PIDS[address] = int((data_dir / PID_FILE).read_text())
     try:
         yield address
     finally:
+        BROKER_PIDS.pop(address, None)
         stop_broker(data_dir, port)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+BROKER_PIDS: dict[str, int] = {}  # bootstrap address -> JVM pid, of the brokers `broker` started
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def wait_until_idle(pid: int, *, below: float = 0.05, window: float = 1.0, timeout: float = 60.0) -> float:
+    """Wait until a process uses less than `below` of a core over `window` seconds; returns the seconds waited.
+
+    A freshly started JVM compiles its hot code for a while after the load that made it hot: on
+    this 2-core machine the broker's JIT compiler threads took a third of a core during a
+    measurement that followed its start by a minute.
+    """
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        before = process_cpu_s(pid)
+        await asyncio.sleep(window)
+        if process_cpu_s(pid) - before < below * window:
+            break
+    return time.monotonic() - began
 
 
 @contextlib.contextmanager
