@@ -32,7 +32,7 @@ from services.domain import CLOSED_STATUSES, DECIDING_ROLES, Finding, KeyAccount
 from services.rules.agreements import CONFLICT_RULES, evaluate_key_account
 from services.rules.exceptions import allocate, is_shortage, judge_dunning, stock_findings
 from services.store import tables as t
-from services.store.bulk import bulk_insert, bulk_insert_later, pipelined, send_commit
+from services.store.bulk import bulk_insert_later, pipelined, send_commit
 from services.store.db import insert_stmt
 from services.store.state import (KeyAccountCache, MasterDataCache, StateRepository, add_to_counters, dumps,
                                   new_alert_row, related_agreements)
@@ -289,8 +289,12 @@ class Processor:
             else:
                 keys.append((f"kafka:{record.topic}:{record.partition}", str(record.offset)))
         unique = list(dict.fromkeys(keys))
-        claimed = set(bulk_insert(batch.repo.conn, t.processed_events, [{"source": s, "event_id": i} for s, i in unique],
-                                  conflict=("source", "event_id"), returning=("source", "event_id")))
+        with pipelined(batch.repo.conn):  # the transaction's first statements: one round trip
+            batch.repo.note_commits()
+            claiming = bulk_insert_later(batch.repo.conn, t.processed_events,
+                                         [{"source": s, "event_id": i} for s, i in unique],
+                                         conflict=("source", "event_id"), returning=("source", "event_id"))
+        claimed = set(claiming.rows())
         fresh = []
         for key, pair in zip(keys, decoded):
             if key in claimed:

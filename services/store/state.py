@@ -43,7 +43,8 @@ _UNDERCUT_SQL = ("SELECT DISTINCT here.country, price.product_id, here.root_id F
                  "WHERE price.product_id = ANY(%(products)b::VARCHAR[]) AND price.kind = 'price' "
                  "AND price.scope = 'global'")
 _KEY_VERSIONS_SQL = ("SELECT key, version, false FROM key_versions WHERE key = ANY(%(keys)b::VARCHAR[]) "
-                     "UNION ALL SELECT '', value, true FROM versions WHERE name = 'teams'")
+                     "UNION ALL SELECT name, value, true FROM versions WHERE name IN ('teams', 'commits')")
+_COMMITS_SQL = "SELECT value FROM versions WHERE name = 'commits'"
 _TEAMS_SQL = ("SELECT accounts.root_id, " + ", ".join(f"team_members.{c.name}" for c in t.team_members.c)
               + " FROM team_members JOIN accounts ON accounts.account_id = team_members.account_id "
                 "WHERE accounts.root_id = ANY(%(roots)b::VARCHAR[])")
@@ -229,6 +230,8 @@ class StateRepository:
         self._has_children: dict[str, bool] = {}
         self._alerts_by_ref: dict[tuple[str, str | None], set[str]] = defaultdict(set)
         self._undercut: dict[tuple[str, str], set[str]] = {}
+        self._commits_at_start = Later(rows=[])  # the store's `commits` version before this transaction read
+        self._nobody_committed = False  # ... and it is the same under the locks `validate_keys` checked last
 
     # -- identity map ---------------------------------------------------------------------
 
@@ -664,6 +667,15 @@ class StateRepository:
 
     # -- lock keys and their versions -----------------------------------------------------
 
+    def note_commits(self) -> None:
+        """PostgreSQL, before this transaction's first read: send a read of the store's `commits` version.
+
+        If `validate_keys` finds it unchanged under the locks, no transaction committed in between:
+        whatever this one read before the locks is current, cached or not.
+        """
+        if self._postgres:
+            self._commits_at_start = send(self.conn, _COMMITS_SQL, {})
+
     def lock_and_validate(self, keys: Iterable[str]) -> bool:
         """Lock `keys` (see `lock_keys`) and `validate_keys` them; on PostgreSQL in one round trip.
 
@@ -679,7 +691,9 @@ class StateRepository:
         return self.validate_keys(keys, versions.rows())
 
     def validate_keys(self, keys: Iterable[str], rows: list[tuple] | None = None) -> bool:
-        """Check, under the locks of `keys`, which cached key states are current; True if all are.
+        """Check, under the locks of `keys`, which cached key states are current; True if what this
+        transaction read before the locks is current: all of them are, or no transaction committed
+        since it started (`note_commits`).
 
         Also False when master data (accounts, teams) changed since this transaction first read it.
         `rows` are those of `_KEY_VERSIONS_SQL` if already read (PostgreSQL).
@@ -687,22 +701,25 @@ class StateRepository:
         keys = sorted(set(keys))
         cache = self._key_cache
         found: dict[str, int] = {}
-        master = -1
+        masters: dict[str, int] = {}
         if rows is None and self._postgres:
             rows = fetch_rows(self.conn, _KEY_VERSIONS_SQL, {"keys": keys})
         elif rows is None:
             v = t.key_versions.c
-            master_version = select(literal("").label("key"), t.versions.c.value.label("version"),
-                                    literal(True).label("master")).where(t.versions.c.name == "teams")
+            master_version = select(t.versions.c.name.label("key"), t.versions.c.value.label("version"),
+                                    literal(True).label("master")).where(t.versions.c.name.in_(["teams", "prices"]))
             rows = []
             for i, part in enumerate(chunks(keys)):
                 query = select(v.key, v.version, literal(False).label("master")).where(v.key.in_(part))
                 rows += self.conn.execute(query.union_all(master_version) if i == 0 else query).all()
         for key, version, is_master in rows:
             if is_master:
-                master = version
+                masters[key] = version
             else:
                 found[key] = version
+        master = masters.get("teams", -1)
+        started_at = self._commits_at_start.rows()
+        self._nobody_committed = bool(started_at) and started_at[0][0] == masters.get("commits")
         master_unchanged = self._master_version is None or self._master_version == master
         if self._master_cache is not None and not self._changes_teams:
             self._master_cache.align(master)  # read under the locks: trusted for the rest of the transaction
@@ -713,19 +730,29 @@ class StateRepository:
         if cache is not None:
             cache.drop(set(keys) - current)
         self._valid_keys.update(current)
-        return len(current) == len(keys) and master_unchanged
+        return master_unchanged and (len(current) == len(keys) or self._nobody_committed)
 
     def forget_derived(self) -> None:
         """Forget what was derived across key accounts before the locks (which roots a promotion
-        undercuts, which accounts have children); the rows themselves are current (`validate_keys`)."""
-        self._undercut.clear()
-        self._has_children.clear()
+        undercuts, which accounts have children); the rows themselves are current (`validate_keys`).
+
+        Both are kept if no transaction committed since this one started (`note_commits`).
+        """
+        if not self._nobody_committed:
+            self._undercut.clear()
+            self._has_children.clear()
 
     def bump_keys(self, keys: Iterable[str]) -> None:
-        """Count one more change under each of these lock keys (call while holding their locks).
+        """Count one more change under each of these lock keys (call while holding their locks), and one
+        more committed transaction: every transaction that writes state calls this.
 
         The new versions are read by `read_returned`, after the write pipeline.
         """
+        if self._postgres:  # see `note_commits`
+            send(self.conn, "UPDATE versions SET value = value + 1 WHERE name = 'commits'", {}, prepare=None)
+        else:
+            self.conn.execute(update(t.versions).where(t.versions.c.name == "commits")
+                              .values(value=t.versions.c.value + 1))
         keys = sorted(set(keys))
         if not keys:
             return

@@ -355,3 +355,100 @@ def test_an_escalated_conflict_stays_escalated_when_a_processor_with_a_warm_cach
         assert timer.escalate_due() == 0
     finally:
         engine.dispose()
+
+
+# -- which key accounts a promotion undercuts: read before the locks, kept only if still current -----
+
+def promotion(promotion_id: str, amount: str) -> InputRecord:
+    return record("erp.promotions", event("promotion.launched", {
+        "promotion_id": promotion_id, "country": "IT", "product_id": "P1", "price": amount, "currency": "EUR",
+        "valid_from": "2027-01-01", "valid_to": "2027-12-31", "audience": "all_customers", "launched_by": "mkt"}))
+
+
+def undercut_fingerprint(ka: str, promotion_id: str) -> str:
+    return f"promotion_undercuts_global:{ka}:{'|'.join(sorted([f'{ka}-G', promotion_id]))}"
+
+
+def undercut_reads(monkeypatch) -> list[int]:
+    """Counts the reads of which key accounts promotions may undercut."""
+    import services.store.state as state
+
+    reads, fetch_rows = [], state.fetch_rows
+
+    def counting_fetch_rows(conn, sql, *args, **kwargs):
+        if sql == state._UNDERCUT_SQL:
+            reads.append(1)
+        return fetch_rows(conn, sql, *args, **kwargs)
+
+    monkeypatch.setattr(state, "fetch_rows", counting_fetch_rows)
+    return reads
+
+
+def test_a_promotion_batch_reads_the_undercut_key_accounts_once_when_nobody_else_wrote(two_processors, monkeypatch):
+    first, _ = two_processors
+    ka = f"KU-{uuid.uuid4().hex[:6]}"
+    first.process(key_account_setup(ka))
+    first.process([price(ka, f"{ka}-G", "global", "100.00")])  # the cache current again after the master data
+    reads = undercut_reads(monkeypatch)
+    first.process([promotion(f"{ka}-PR", "80.00")])
+    assert reads == [1], "read again under the locks although no transaction wrote in between"
+    assert open_alerts(first.engine, undercut_fingerprint(ka, f"{ka}-PR")) == 1
+
+
+def test_a_global_price_committed_between_a_promotions_first_read_and_its_locks_is_judged(two_processors,
+                                                                                         monkeypatch):
+    """The promotion's process found one key account with a global price for the product; before it
+    locked that one, another process committed a global price for a second key account (and judged
+    it without the promotion, not yet committed). The store's `commits` version moved: the promotion's
+    process reads again under its locks and raises the second key account's alert itself."""
+    first, second = two_processors
+    suffix = uuid.uuid4().hex[:6]
+    known, late = f"KK-{suffix}", f"KL-{suffix}"
+    first.process(key_account_setup(known) + key_account_setup(late))
+    first.process([price(known, f"{known}-G", "global", "100.00")])
+    reads = undercut_reads(monkeypatch)
+    lock = first._lock
+    interleaved = []
+
+    def lock_after_the_other_commits(batch, keys):
+        if not interleaved:
+            interleaved.append(1)
+            second.process([price(late, f"{late}-G", "global", "100.00")])
+        return lock(batch, keys)
+
+    monkeypatch.setattr(first, "_lock", lock_after_the_other_commits)
+    first.process([promotion(f"PR-{suffix}", "80.00")])
+    assert len(reads) == 2  # before the locks, and again under them
+    for ka in (known, late):
+        assert open_alerts(first.engine, undercut_fingerprint(ka, f"PR-{suffix}")) == 1, ka
+
+
+def test_an_agreement_version_committed_between_a_batchs_first_read_and_its_locks_wins(two_processors, monkeypatch):
+    """What a batch read before its locks is kept only if no transaction committed meanwhile: here
+    another process commits version 3 after this batch read version 1 and before it locks, so this
+    batch's version 2 must be found stale, not written over version 3."""
+    first, second = two_processors
+    ka = f"KV-{uuid.uuid4().hex[:6]}"
+    first.process(key_account_setup(ka))
+    first.process([price(ka, f"{ka}-G", "global", "100.00")])
+
+    def version(number: int) -> InputRecord:
+        value = json.loads(price(ka, f"{ka}-G", "global", "100.00").value)
+        value["data"].update(version=number, price=f"{100 + number}.00")
+        return record("erp.agreements", value)
+
+    lock = first._lock
+    interleaved = []
+
+    def lock_after_the_other_commits(batch, keys):
+        if not interleaved:
+            interleaved.append(1)
+            second.process([version(3)])
+        return lock(batch, keys)
+
+    monkeypatch.setattr(first, "_lock", lock_after_the_other_commits)
+    assert first.process([version(2)]).stale == 1
+    with first.engine.connect() as conn:
+        stored = conn.execute(select(t.agreements.c.version, t.agreements.c.price)
+                              .where(t.agreements.c.agreement_id == f"{ka}-G")).one()
+    assert tuple(stored) == (3, "103.00")
