@@ -335,9 +335,9 @@ class Processor:
     def _lock_touched(self, batch: _Batch, events: list[Event]) -> None:
         """Lock, in sorted order, every key account (and stock item) the batch is going to change.
 
-        On PostgreSQL the keys come from a first read without locks. What it read is kept only if
-        the keys' versions show that nobody changed them since this process last did; otherwise
-        it is read again under the locks.
+        On PostgreSQL the keys come from a first read without locks. What it read is kept if no
+        transaction committed since this one started, or if the keys' versions show that nobody
+        changed them since this process last did; otherwise it is read again under the locks.
         """
         if not events:
             return
@@ -354,7 +354,8 @@ class Processor:
         self._prefetch(batch, needs)
 
     def _lock(self, batch: _Batch, keys: set[str]) -> bool:
-        """Lock keys not yet locked (PostgreSQL); True if what this process cached of them is current."""
+        """Lock keys not yet locked (PostgreSQL); True if what the transaction read of them before is
+        current (see `StateRepository.validate_keys`)."""
         new = set(keys) - batch.locked
         if not new:
             return True
@@ -372,8 +373,8 @@ class Processor:
         with pipelined(conn):
             batch.repo.flush()
             add_to_counters(conn, self.instance, batch.result.counters())
-            batch.repo.bump_keys(batch.locked)
             outbox_ids = bulk_insert_later(conn, t.outbox, batch.outbox, returning=("id",))
+            batch.repo.bump_keys(batch.locked)  # last: it updates the one `commits` row every writer updates
             send_commit(conn)
         batch.repo.read_returned()
         ids = sorted(i for (i,) in outbox_ids.rows())

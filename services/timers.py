@@ -58,10 +58,10 @@ class EscalationTimer:
                 outbox.append({"topic": "kam.alerts", "key": target, "value": dumps(alert_message(values)),
                                "created_at": now_iso})
             repo.flush()
-            # A new version of each key account: processes that cached its conflict alerts read them again.
-            repo.bump_keys({row.key_account_id for row in rows})
-            repo.read_returned()
             if outbox:
                 conn.execute(t.outbox.insert(), outbox)
                 add_to_counters(conn, self.instance, {"escalations": len(outbox)})
+            # A new version of each key account: processes that cached its conflict alerts read them again.
+            repo.bump_keys({row.key_account_id for row in rows})
+            repo.read_returned()
             return len(outbox)

@@ -671,7 +671,8 @@ class StateRepository:
         """PostgreSQL, before this transaction's first read: send a read of the store's `commits` version.
 
         If `validate_keys` finds it unchanged under the locks, no transaction committed in between:
-        whatever this one read before the locks is current, cached or not.
+        what this one read from the store before the locks is current. (What the process caches
+        from earlier transactions is still checked key by key, and master data by its version.)
         """
         if self._postgres:
             self._commits_at_start = send(self.conn, _COMMITS_SQL, {})
@@ -707,7 +708,7 @@ class StateRepository:
         elif rows is None:
             v = t.key_versions.c
             master_version = select(t.versions.c.name.label("key"), t.versions.c.value.label("version"),
-                                    literal(True).label("master")).where(t.versions.c.name.in_(["teams", "prices"]))
+                                    literal(True).label("master")).where(t.versions.c.name.in_(["teams", "commits"]))
             rows = []
             for i, part in enumerate(chunks(keys)):
                 query = select(v.key, v.version, literal(False).label("master")).where(v.key.in_(part))
@@ -733,8 +734,8 @@ class StateRepository:
         return master_unchanged and (len(current) == len(keys) or self._nobody_committed)
 
     def forget_derived(self) -> None:
-        """Forget what was derived across key accounts before the locks (which roots a promotion
-        undercuts, which accounts have children); the rows themselves are current (`validate_keys`).
+        """After `validate_keys` found the rows read before the locks current: forget what was derived
+        across key accounts from them (which roots a promotion undercuts, which accounts have children).
 
         Both are kept if no transaction committed since this one started (`note_commits`).
         """
@@ -743,16 +744,16 @@ class StateRepository:
             self._has_children.clear()
 
     def bump_keys(self, keys: Iterable[str]) -> None:
-        """Count one more change under each of these lock keys (call while holding their locks), and one
-        more committed transaction: every transaction that writes state calls this.
+        """Count one more change under each of these lock keys (call while holding their locks) and, on
+        PostgreSQL if the transaction wrote state, bump the store's `commits` version (`note_commits`).
+        Every writing transaction calls this, as late as it can: the `commits` row stays locked until
+        the transaction ends.
 
         The new versions are read by `read_returned`, after the write pipeline.
         """
-        if self._postgres:  # see `note_commits`
+        # SQLite: one writer at a time, nobody reads it
+        if self._postgres and any(self._written.values()):
             send(self.conn, "UPDATE versions SET value = value + 1 WHERE name = 'commits'", {}, prepare=None)
-        else:
-            self.conn.execute(update(t.versions).where(t.versions.c.name == "commits")
-                              .values(value=t.versions.c.value + 1))
         keys = sorted(set(keys))
         if not keys:
             return

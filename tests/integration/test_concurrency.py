@@ -452,3 +452,29 @@ def test_an_agreement_version_committed_between_a_batchs_first_read_and_its_lock
         stored = conn.execute(select(t.agreements.c.version, t.agreements.c.price)
                               .where(t.agreements.c.agreement_id == f"{ka}-G")).one()
     assert tuple(stored) == (3, "103.00")
+
+
+def test_the_commits_version_moves_with_every_transaction_that_writes_state_and_only_then(postgres_database):
+    settings = Settings(database_url=postgres_database, decision_window_s=2)
+    engine = make_engine(postgres_database)
+    create_tables(engine)
+    clock = Clock()
+    processor = Processor(engine, settings, clock=clock)
+
+    def commits() -> int:
+        with engine.connect() as conn:
+            return conn.execute(select(t.versions.c.value).where(t.versions.c.name == "commits")).scalar_one()
+
+    try:
+        ka = f"KC-{uuid.uuid4().hex[:6]}"
+        batch = key_account_setup(ka) + [global_contract(ka, f"{ka}-A1"), global_contract(ka, f"{ka}-A2")]
+        before = commits()
+        processor.process(batch)
+        assert commits() == before + 1
+        processor.process(batch)  # every event a duplicate: nothing written
+        assert commits() == before + 1
+        clock.now = T0 + timedelta(seconds=3)
+        assert EscalationTimer(engine, settings, clock=clock).escalate_due() == 1
+        assert commits() == before + 2
+    finally:
+        engine.dispose()
