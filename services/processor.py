@@ -133,6 +133,7 @@ class _Needs:
     promotion_ids: set[str] = field(default_factory=set)
     item_ids: set[str] = field(default_factory=set)
     item_keys: set[str] = field(default_factory=set)  # lock keys of stock items
+    product_keys: set[str] = field(default_factory=set)  # lock keys of products with new global prices or promotions
     dunning_ids: set[str] = field(default_factory=set)
     alert_ids: set[str] = field(default_factory=set)
     promotions: list[tuple[str, str]] = field(default_factory=list)  # (country, product) of launched promotions
@@ -152,9 +153,12 @@ class _Needs:
                 needs.team_keys.add((data.account_id, data.person_id, data.role))
             elif kind in AGREEMENT_KINDS or kind == "agreement.withdrawn":
                 needs.agreement_ids.add(data.agreement_id)
+                if kind == "price.agreed" and data.scope == "global":
+                    needs.product_keys.add(product_key(data.product_id))
             elif kind == "promotion.launched":
                 needs.promotion_ids.add(data.promotion_id)
                 needs.promotions.append((data.country, data.product_id))
+                needs.product_keys.add(product_key(data.product_id))
             elif kind == "stock.shortage":
                 needs.item_ids.add(data.item_id)
                 needs.item_keys.add(f"item:{data.item_id}")
@@ -169,6 +173,17 @@ class _Needs:
             elif kind == "account.upserted":
                 needs.upserted_accounts.add(data.account_id)
         return needs
+
+
+def product_key(product_id: str) -> str:
+    """The lock a new global price and a promotion of one product both take.
+
+    Each side reads the other under its locks (a promotion which key accounts have a global price
+    for its product, a global price the promotions of its key account's countries); without a lock
+    in common, two processes committing them at once would each miss the other's row, and the
+    conflict would go unflagged.
+    """
+    return f"product:{product_id}"
 
 
 class Processor:
@@ -308,7 +323,7 @@ class Processor:
         With `complete=False` only what the lock keys depend on is read.
         """
         repo = batch.repo
-        keys = set(needs.item_keys)
+        keys = needs.item_keys | needs.product_keys
         account_ids = set(needs.account_ids)
         repo.prefetch(t.agreements, [(i,) for i in needs.agreement_ids])
         account_ids.update(row["account_id"] for i in needs.agreement_ids

@@ -478,3 +478,28 @@ def test_the_commits_version_moves_with_every_transaction_that_writes_state_and_
         assert commits() == before + 2
     finally:
         engine.dispose()
+
+
+def test_a_promotion_and_a_new_global_price_for_its_product_in_two_processes_at_once_raise_the_alert(
+        two_processors, monkeypatch):
+    """The promotion's process has judged (no key account had a global price for the product) and is
+    about to commit when the other process applies a global price for that product: it must wait
+    for the promotion and see it, or the conflict goes unflagged (each missed the other's row)."""
+    first, second = two_processors
+    ka = f"KP-{uuid.uuid4().hex[:6]}"
+    first.process(key_account_setup(ka))
+    first.process([global_contract(ka, f"{ka}-C1")])
+    write, others = first._write, []
+
+    def write_while_the_other_runs(batch):
+        other = threading.Thread(target=second.process, args=([price(ka, f"{ka}-G", "global", "100.00")],))
+        other.start()
+        other.join(timeout=0.5)  # without a lock in common it is done by now, the promotion not seen
+        others.append(other)
+        write(batch)
+
+    monkeypatch.setattr(first, "_write", write_while_the_other_runs)
+    first.process([promotion(f"{ka}-PR", "80.00")])
+    others[0].join(timeout=30)
+    assert not others[0].is_alive()
+    assert open_alerts(first.engine, undercut_fingerprint(ka, f"{ka}-PR")) == 1
