@@ -94,7 +94,7 @@ class AlertRow(SQLModel, table=True):
               sqlite_where=text("escalated = 0 AND due_at IS NOT NULL")),
     )
     alert_id: str = Field(primary_key=True, max_length=64)
-    fingerprint: str = Field(index=True)
+    fingerprint: str  # looked up only among open alerts: uq_alerts_open_fingerprint
     rule: str
     severity: str
     status: str
