@@ -34,8 +34,8 @@ from services.rules.exceptions import allocate, is_shortage, judge_dunning, stoc
 from services.store import tables as t
 from services.store.bulk import bulk_insert_later, pipelined, send_commit
 from services.store.db import insert_stmt
-from services.store.state import (KeyAccountCache, MasterDataCache, StateRepository, add_to_counters, dumps,
-                                  new_alert_row, related_agreements)
+from services.store.state import (UNVERSIONED_KEY_PREFIX, KeyAccountCache, MasterDataCache, StateRepository,
+                                  add_to_counters, dumps, new_alert_row, related_agreements)
 
 log = logging.getLogger("onevoice.processor")
 ALERT_NAMESPACE = uuid.UUID("6f1c1a52-6a3e-4f4e-9a51-0c0ffee0a1e7")
@@ -181,9 +181,9 @@ def product_key(product_id: str) -> str:
     Each side reads the other under its locks (a promotion which key accounts have a global price
     for its product, a global price the promotions of its key account's countries); without a lock
     in common, two processes committing them at once would each miss the other's row, and the
-    conflict would go unflagged.
+    conflict would go unflagged. It guards no cached state, so it has no version (`_versioned`).
     """
-    return f"product:{product_id}"
+    return f"{UNVERSIONED_KEY_PREFIX}{product_id}"
 
 
 class Processor:
@@ -336,11 +336,13 @@ class Processor:
         repo.prefetch_undercut(needs.promotions)
         for country, product_id in needs.promotions:
             keys.update(repo.key_accounts_undercut_in(country, product_id))
+        # A replaced promotion's old product too: its old (country, product) is judged again
+        repo.prefetch(t.promotions, [(i,) for i in needs.promotion_ids])
+        keys.update(product_key(row["product_id"]) for i in needs.promotion_ids if (row := repo.get(t.promotions, i)))
         if not complete:
             return keys
         repo.accounts({a.root_id for a in known.values()})
         repo.prefetch(t.team_members, needs.team_keys)
-        repo.prefetch(t.promotions, [(i,) for i in needs.promotion_ids])
         repo.prefetch(t.shortages, [(i,) for i in needs.item_ids])
         repo.prefetch_open_alerts({"key_account_dunning": needs.dunning_ids, "scarce_stock_allocation": needs.item_ids})
         repo.prefetch_children(needs.upserted_accounts)
@@ -348,7 +350,8 @@ class Processor:
         return keys
 
     def _lock_touched(self, batch: _Batch, events: list[Event]) -> None:
-        """Lock, in sorted order, every key account (and stock item) the batch is going to change.
+        """Lock, in sorted order, every key account (and stock item, and product of a new global price
+        or promotion: `product_key`) the batch is going to change.
 
         On PostgreSQL the keys come from a first read without locks. What it read is kept if no
         transaction committed since this one started, or if the keys' versions show that nobody

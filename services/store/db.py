@@ -78,8 +78,10 @@ def insert_stmt(conn: Connection, table):
 def lock_keys(conn: Connection, keys: Iterable[str]) -> None:
     """Serialise work on the same key accounts across processes until this transaction ends.
 
-    Keys are locked in one statement, in sorted order, so two processes never wait on each other in a cycle.
-    SQLite needs nothing: BEGIN IMMEDIATE already made this the only writer.
+    Keys are locked in one statement, in sorted order, so two such statements never wait on each other
+    in a cycle. A transaction that locks more keys later (while judging) can still meet one: PostgreSQL
+    reports the deadlock and the batch is retried. SQLite needs nothing: BEGIN IMMEDIATE already made
+    this the only writer.
     """
     if conn.dialect.name != "postgresql":
         return

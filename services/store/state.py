@@ -45,6 +45,7 @@ _UNDERCUT_SQL = ("SELECT DISTINCT here.country, price.product_id, here.root_id F
 _KEY_VERSIONS_SQL = ("SELECT key, version, false FROM key_versions WHERE key = ANY(%(keys)b::VARCHAR[]) "
                      "UNION ALL SELECT name, value, true FROM versions WHERE name IN ('teams', 'commits')")
 _COMMITS_SQL = "SELECT value FROM versions WHERE name = 'commits'"
+UNVERSIONED_KEY_PREFIX = "product:"  # lock keys that guard no cached state: no version to bump or check
 _TEAMS_SQL = ("SELECT accounts.root_id, " + ", ".join(f"team_members.{c.name}" for c in t.team_members.c)
               + " FROM team_members JOIN accounts ON accounts.account_id = team_members.account_id "
                 "WHERE accounts.root_id = ANY(%(roots)b::VARCHAR[])")
@@ -686,10 +687,11 @@ class StateRepository:
         keys = sorted(set(keys))
         if not self._postgres:  # nothing to lock: BEGIN IMMEDIATE made this transaction the only writer
             return self.validate_keys(keys)
+        versioned = _versioned(keys)
         with pipelined(self.conn):
             lock_keys(self.conn, keys)
-            versions = send(self.conn, _KEY_VERSIONS_SQL, {"keys": keys})
-        return self.validate_keys(keys, versions.rows())
+            versions = send(self.conn, _KEY_VERSIONS_SQL, {"keys": versioned})
+        return self.validate_keys(versioned, versions.rows())
 
     def validate_keys(self, keys: Iterable[str], rows: list[tuple] | None = None) -> bool:
         """Check, under the locks of `keys`, which cached key states are current; True if what this
@@ -699,7 +701,7 @@ class StateRepository:
         Also False when master data (accounts, teams) changed since this transaction first read it.
         `rows` are those of `_KEY_VERSIONS_SQL` if already read (PostgreSQL).
         """
-        keys = sorted(set(keys))
+        keys = _versioned(sorted(set(keys)))
         cache = self._key_cache
         found: dict[str, int] = {}
         masters: dict[str, int] = {}
@@ -754,7 +756,7 @@ class StateRepository:
         # SQLite: one writer at a time, nobody reads it
         if self._postgres and any(self._written.values()):
             send(self.conn, "UPDATE versions SET value = value + 1 WHERE name = 'commits'", {}, prepare=None)
-        keys = sorted(set(keys))
+        keys = _versioned(sorted(set(keys)))
         if not keys:
             return
         self._bumping = increment_versions(self.conn, keys)
@@ -851,6 +853,10 @@ class StateRepository:
         c = t.alerts.c
         return sorted(self.conn.execute(select(c.key_account_id).distinct().where(
             c.rule.in_(list(rules)), c.status.not_in(list(CLOSED_STATUSES)))).scalars())
+
+
+def _versioned(keys: list[str]) -> list[str]:
+    return [key for key in keys if not key.startswith(UNVERSIONED_KEY_PREFIX)]
 
 
 def related_agreements(repo: StateRepository,

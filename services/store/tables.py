@@ -94,7 +94,7 @@ class AlertRow(SQLModel, table=True):
               sqlite_where=text("escalated = 0 AND due_at IS NOT NULL")),
     )
     alert_id: str = Field(primary_key=True, max_length=64)
-    fingerprint: str  # looked up only among open alerts: uq_alerts_open_fingerprint
+    fingerprint: str  # compared in Python; uq_alerts_open_fingerprint keeps one open alert per fingerprint
     rule: str
     severity: str
     status: str

@@ -494,7 +494,7 @@ def test_a_promotion_and_a_new_global_price_for_its_product_in_two_processes_at_
     def write_while_the_other_runs(batch):
         other = threading.Thread(target=second.process, args=([price(ka, f"{ka}-G", "global", "100.00")],))
         other.start()
-        other.join(timeout=0.5)  # without a lock in common it is done by now, the promotion not seen
+        other.join(timeout=2)  # without a lock in common it is done by now, the promotion not seen
         others.append(other)
         write(batch)
 
@@ -503,3 +503,31 @@ def test_a_promotion_and_a_new_global_price_for_its_product_in_two_processes_at_
     others[0].join(timeout=30)
     assert not others[0].is_alive()
     assert open_alerts(first.engine, undercut_fingerprint(ka, f"{ka}-PR")) == 1
+
+
+def test_a_promotion_moved_to_another_product_holds_its_old_product_against_a_new_global_price(
+        two_processors, monkeypatch):
+    """The promotion moves from P1 to P2 while another process adds a global P1 price: that process must
+    wait and see the promotion's new product, or it raises an undercut alert nothing would resolve."""
+    first, second = two_processors
+    ka = f"KM-{uuid.uuid4().hex[:6]}"
+    first.process(key_account_setup(ka))
+    first.process([global_contract(ka, f"{ka}-C1")])
+    first.process([promotion(f"{ka}-PR", "80.00")])  # (IT, P1); no global price yet: no alert
+    moved = json.loads(promotion(f"{ka}-PR", "80.00").value)
+    moved["time"] = "2027-01-11T09:00:00Z"
+    moved["data"]["product_id"] = "P2"
+    write, others = first._write, []
+
+    def write_while_the_other_runs(batch):
+        other = threading.Thread(target=second.process, args=([price(ka, f"{ka}-G", "global", "100.00")],))
+        other.start()
+        other.join(timeout=2)  # without the old product's lock it is done by now, the move not seen
+        others.append(other)
+        write(batch)
+
+    monkeypatch.setattr(first, "_write", write_while_the_other_runs)
+    first.process([record("erp.promotions", moved)])
+    others[0].join(timeout=30)
+    assert not others[0].is_alive()
+    assert open_alerts(first.engine, undercut_fingerprint(ka, f"{ka}-PR")) == 0

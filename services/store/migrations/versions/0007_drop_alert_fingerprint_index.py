@@ -14,8 +14,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # No query looks a fingerprint up among closed alerts; open ones are found through
-    # uq_alerts_open_fingerprint. Every alert written maintained this index for nothing.
+    # No query filters on the fingerprint: alerts are read by key account, evidence or reference and
+    # their fingerprints compared in Python; uq_alerts_open_fingerprint keeps one open alert per
+    # fingerprint. Every alert written maintained this index for nothing.
     with op.batch_alter_table('alerts', schema=None) as batch_op:
         batch_op.drop_index('ix_alerts_fingerprint')
 
