@@ -7,6 +7,7 @@ processes would; a `threading.Barrier` releases both at the same instant.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import uuid
@@ -384,6 +385,37 @@ def undercut_reads(monkeypatch) -> list[int]:
     return reads
 
 
+def before_its_first_lock(monkeypatch, processor: Processor, other: Callable[[], object]) -> None:
+    """Run `other` (another processor's batch) after `processor`'s next batch read and before it locks."""
+    lock, done = processor._lock, []
+
+    def lock_after_the_other_commits(batch, keys):
+        if not done:
+            done.append(other())
+        return lock(batch, keys)
+
+    monkeypatch.setattr(processor, "_lock", lock_after_the_other_commits)
+
+
+@contextlib.contextmanager
+def while_it_writes(monkeypatch, processor: Processor, other: Callable[[], object]):
+    """Start `other` in a thread once `processor`'s batch has judged and is about to write, give it two
+    seconds (without a lock in common it is done by then), then write; the block waits for it to end."""
+    write, threads = processor._write, []
+
+    def write_while_the_other_runs(batch):
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(timeout=2)
+        threads.append(thread)
+        write(batch)
+
+    monkeypatch.setattr(processor, "_write", write_while_the_other_runs)
+    yield
+    threads[0].join(timeout=30)
+    assert not threads[0].is_alive()
+
+
 def test_a_promotion_batch_reads_the_undercut_key_accounts_once_when_nobody_else_wrote(two_processors, monkeypatch):
     first, _ = two_processors
     ka = f"KU-{uuid.uuid4().hex[:6]}"
@@ -407,16 +439,7 @@ def test_a_global_price_committed_between_a_promotions_first_read_and_its_locks_
     first.process(key_account_setup(known) + key_account_setup(late))
     first.process([price(known, f"{known}-G", "global", "100.00")])
     reads = undercut_reads(monkeypatch)
-    lock = first._lock
-    interleaved = []
-
-    def lock_after_the_other_commits(batch, keys):
-        if not interleaved:
-            interleaved.append(1)
-            second.process([price(late, f"{late}-G", "global", "100.00")])
-        return lock(batch, keys)
-
-    monkeypatch.setattr(first, "_lock", lock_after_the_other_commits)
+    before_its_first_lock(monkeypatch, first, lambda: second.process([price(late, f"{late}-G", "global", "100.00")]))
     first.process([promotion(f"PR-{suffix}", "80.00")])
     assert len(reads) == 2  # before the locks, and again under them
     for ka in (known, late):
@@ -437,16 +460,7 @@ def test_an_agreement_version_committed_between_a_batchs_first_read_and_its_lock
         value["data"].update(version=number, price=f"{100 + number}.00")
         return record("erp.agreements", value)
 
-    lock = first._lock
-    interleaved = []
-
-    def lock_after_the_other_commits(batch, keys):
-        if not interleaved:
-            interleaved.append(1)
-            second.process([version(3)])
-        return lock(batch, keys)
-
-    monkeypatch.setattr(first, "_lock", lock_after_the_other_commits)
+    before_its_first_lock(monkeypatch, first, lambda: second.process([version(3)]))
     assert first.process([version(2)]).stale == 1
     with first.engine.connect() as conn:
         stored = conn.execute(select(t.agreements.c.version, t.agreements.c.price)
@@ -489,19 +503,8 @@ def test_a_promotion_and_a_new_global_price_for_its_product_in_two_processes_at_
     ka = f"KP-{uuid.uuid4().hex[:6]}"
     first.process(key_account_setup(ka))
     first.process([global_contract(ka, f"{ka}-C1")])
-    write, others = first._write, []
-
-    def write_while_the_other_runs(batch):
-        other = threading.Thread(target=second.process, args=([price(ka, f"{ka}-G", "global", "100.00")],))
-        other.start()
-        other.join(timeout=2)  # without a lock in common it is done by now, the promotion not seen
-        others.append(other)
-        write(batch)
-
-    monkeypatch.setattr(first, "_write", write_while_the_other_runs)
-    first.process([promotion(f"{ka}-PR", "80.00")])
-    others[0].join(timeout=30)
-    assert not others[0].is_alive()
+    with while_it_writes(monkeypatch, first, lambda: second.process([price(ka, f"{ka}-G", "global", "100.00")])):
+        first.process([promotion(f"{ka}-PR", "80.00")])  # without a lock in common the price misses it
     assert open_alerts(first.engine, undercut_fingerprint(ka, f"{ka}-PR")) == 1
 
 
@@ -517,17 +520,6 @@ def test_a_promotion_moved_to_another_product_holds_its_old_product_against_a_ne
     moved = json.loads(promotion(f"{ka}-PR", "80.00").value)
     moved["time"] = "2027-01-11T09:00:00Z"
     moved["data"]["product_id"] = "P2"
-    write, others = first._write, []
-
-    def write_while_the_other_runs(batch):
-        other = threading.Thread(target=second.process, args=([price(ka, f"{ka}-G", "global", "100.00")],))
-        other.start()
-        other.join(timeout=2)  # without the old product's lock it is done by now, the move not seen
-        others.append(other)
-        write(batch)
-
-    monkeypatch.setattr(first, "_write", write_while_the_other_runs)
-    first.process([record("erp.promotions", moved)])
-    others[0].join(timeout=30)
-    assert not others[0].is_alive()
+    with while_it_writes(monkeypatch, first, lambda: second.process([price(ka, f"{ka}-G", "global", "100.00")])):
+        first.process([record("erp.promotions", moved)])  # without the old product's lock the move is missed
     assert open_alerts(first.engine, undercut_fingerprint(ka, f"{ka}-PR")) == 0
