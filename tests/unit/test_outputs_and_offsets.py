@@ -268,3 +268,50 @@ async def test_the_store_is_not_read_back_for_outputs_published_but_not_yet_mark
     assert sorted(int(r["headers"][0][1].split(b":")[1]) for *_, r in producer.sent) == sorted(
         row[0] for row in mine + others)
     engine.dispose()
+
+
+async def test_a_backlog_is_applied_with_a_long_gil_switch_interval_and_live_traffic_with_the_default():
+    import sys
+
+    from aiokafka import TopicPartition
+
+    from consumers.service import BACKLOG_SWITCH_INTERVAL_S, LIVE_SWITCH_INTERVAL_S, Service
+    from services.config import Settings
+    from services.processor import BatchResult, InputRecord
+
+    partition = TopicPartition("crm.accounts", 0)
+    backlog = [InputRecord("crm.accounts", 0, offset, None, b"{}") for offset in range(2000)]
+    live = [InputRecord("crm.accounts", 0, offset, None, b"{}") for offset in range(2000, 2003)]
+    fetches = [backlog, live]
+    service = Service(Settings(database_url="sqlite://", max_batch=2000))
+
+    class _Consumer:
+        async def getmany(self, timeout_ms, max_records):
+            if fetches:
+                return {partition: fetches.pop(0)}
+            service.request_stop()
+            return {}
+
+        def assignment(self):
+            return {partition}
+
+        async def commit(self, offsets):
+            pass
+
+    applied = []
+
+    async def apply(records, decoded):
+        applied.append((len(records), sys.getswitchinterval()))
+        return BatchResult()
+
+    service.consumer = _Consumer()
+    service.relay = types.SimpleNamespace(publish_committed=lambda outputs: None)
+    service._apply = apply
+    sys.setswitchinterval(LIVE_SWITCH_INTERVAL_S)
+    try:
+        await service._consume()
+        assert applied == [(2000, pytest.approx(BACKLOG_SWITCH_INTERVAL_S)), (3, pytest.approx(LIVE_SWITCH_INTERVAL_S))]
+        assert sys.getswitchinterval() == pytest.approx(LIVE_SWITCH_INTERVAL_S)
+    finally:
+        sys.setswitchinterval(LIVE_SWITCH_INTERVAL_S)
+        service.engine.dispose()
