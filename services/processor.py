@@ -47,6 +47,8 @@ AGREEMENT_FIELDS = ("agreement_id", "version", "account_id", "agreed_by", "scope
                     "contract_type", "status", "service_id", "charge")
 DUE_SEVERITIES = frozenset({"high", "critical"})
 MAX_CONSECUTIVE_REJECTS = 20
+# What events write (alerts are written by judging, after them): see `_judge_key_accounts`.
+EVENT_STATE_TABLES = (t.accounts, t.team_members, t.agreements, t.promotions, t.shortages)
 
 
 def utcnow() -> datetime:
@@ -566,21 +568,26 @@ class Processor:
         for (country, _), found in (repo.promotions_for(pairs) if pairs else {}).items():
             promotions_by_country[country].extend(found)
         today = batch.now.date()
-        for root in roots:
-            members = states[root].accounts
-            findings: list[Finding] = []
-            key_account = members.get(root)
-            if key_account is not None and key_account.tier != "none":
-                countries = sorted({a.country for a in members.values()})
-                promotions = tuple(p for country in countries for p in promotions_by_country.get(country, ()))
-                view = KeyAccountView(key_account, members, teams[root], tuple(agreements_by_root[root]), promotions)
-                findings = evaluate_key_account(view, today, self.settings.fallback_assignee)
-            alerts = list(states[root].alerts.values())
-            if root in partial:
-                ids = partial[root]
-                findings = [f for f in findings if ids.intersection(f.evidence)]
-                alerts = [a for a in alerts if not ids.isdisjoint(evidence_ids(a["evidence"]))]
-            self._reconcile(batch, alerts, findings, batch.dirty[root])
+        # Nothing below reads the store: the events' state writes are sent now and PostgreSQL applies
+        # them while the key accounts are judged, instead of in the final round trip after it.
+        with pipelined(repo.conn):
+            repo.flush(*EVENT_STATE_TABLES)
+            for root in roots:
+                members = states[root].accounts
+                findings: list[Finding] = []
+                key_account = members.get(root)
+                if key_account is not None and key_account.tier != "none":
+                    countries = sorted({a.country for a in members.values()})
+                    promotions = tuple(p for country in countries for p in promotions_by_country.get(country, ()))
+                    view = KeyAccountView(key_account, members, teams[root], tuple(agreements_by_root[root]),
+                                          promotions)
+                    findings = evaluate_key_account(view, today, self.settings.fallback_assignee)
+                alerts = list(states[root].alerts.values())
+                if root in partial:
+                    ids = partial[root]
+                    findings = [f for f in findings if ids.intersection(f.evidence)]
+                    alerts = [a for a in alerts if not ids.isdisjoint(evidence_ids(a["evidence"]))]
+                self._reconcile(batch, alerts, findings, batch.dirty[root])
 
     def _reconcile(self, batch: _Batch, existing, findings: list[Finding], caused_by: str) -> None:
         open_by_fingerprint = {a["fingerprint"]: a for a in existing if a["status"] not in CLOSED_STATUSES}
