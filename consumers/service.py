@@ -131,6 +131,7 @@ class Service:
 
     async def _consume(self) -> None:
         committing: asyncio.Task | None = None
+        interval_before = sys.getswitchinterval()
         # The next batch is fetched and decoded while this one is applied (decoding is pure, and the
         # transaction's thread spends some 40 % of its time waiting on the database). A batch fetched
         # but not applied when the service stops is simply not committed: it is delivered again.
@@ -150,10 +151,10 @@ class Service:
                         fetched[tp] = fetched.get(tp, []) + messages
                     records, decoded = records + extra, decoded + extra_decoded
                 upcoming = asyncio.create_task(self._fetch())
+                sys.setswitchinterval(switch_interval_for(len(records)))  # nothing fetched: live too
                 if not records:
                     continue
                 began = time.perf_counter()
-                sys.setswitchinterval(switch_interval_for(len(records)))
                 result = await self._apply(records, decoded)
                 if result is None:
                     return
@@ -165,7 +166,7 @@ class Service:
                 if committing is None or committing.done():
                     committing = asyncio.create_task(self._commit_uncommitted())
         finally:
-            sys.setswitchinterval(LIVE_SWITCH_INTERVAL_S)
+            sys.setswitchinterval(interval_before)
             upcoming.cancel()
             await asyncio.gather(upcoming, return_exceptions=True)
             if committing is not None:

@@ -9,6 +9,7 @@ offsets, so an input is either fully applied or redelivered and recognised.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -570,7 +571,7 @@ class Processor:
         today = batch.now.date()
         # Nothing below reads the store: the events' state writes are sent now and PostgreSQL applies
         # them while the key accounts are judged, instead of in the final round trip after it.
-        with pipelined(repo.conn):
+        with pipelined(repo.conn) if repo.has_pending(*EVENT_STATE_TABLES) else contextlib.nullcontext():
             repo.flush(*EVENT_STATE_TABLES)
             for root in roots:
                 members = states[root].accounts

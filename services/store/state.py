@@ -294,6 +294,10 @@ class StateRepository:
             self._changes_teams = True
             self._teams.pop(self.root_of(row["account_id"]), None)
 
+    def has_pending(self, *tables: Table) -> bool:
+        """Whether any of `tables` has changes not yet written."""
+        return any(self._pending.get(table.name) for table in tables)
+
     def flush(self, *tables: Table) -> None:
         """Write the pending changes of `tables` (all when none are named), one bulk upsert per table.
 
