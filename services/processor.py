@@ -35,8 +35,8 @@ from services.rules.exceptions import allocate, is_shortage, judge_dunning, stoc
 from services.store import tables as t
 from services.store.bulk import bulk_insert_later, pipelined, send_commit
 from services.store.db import insert_stmt
-from services.store.state import (UNVERSIONED_KEY_PREFIX, KeyAccountCache, MasterDataCache, StateRepository,
-                                  add_to_counters, dumps, new_alert_row, related_agreements)
+from services.store.state import (EVENT_STATE_TABLES, UNVERSIONED_KEY_PREFIX, KeyAccountCache, MasterDataCache,
+                                  StateRepository, add_to_counters, dumps, new_alert_row, related_agreements)
 
 log = logging.getLogger("onevoice.processor")
 ALERT_NAMESPACE = uuid.UUID("6f1c1a52-6a3e-4f4e-9a51-0c0ffee0a1e7")
@@ -48,8 +48,6 @@ AGREEMENT_FIELDS = ("agreement_id", "version", "account_id", "agreed_by", "scope
                     "contract_type", "status", "service_id", "charge")
 DUE_SEVERITIES = frozenset({"high", "critical"})
 MAX_CONSECUTIVE_REJECTS = 20
-# What events write (alerts are written by judging, after them): see `_judge_key_accounts`.
-EVENT_STATE_TABLES = (t.accounts, t.team_members, t.agreements, t.promotions, t.shortages)
 
 
 def utcnow() -> datetime:

@@ -35,7 +35,9 @@ KEYS: dict[str, tuple[str, ...]] = {
     "alerts": ("alert_id",),
     "alert_evidence": ("alert_id", "evidence_id"),
 }
-FLUSH_ORDER = (t.accounts, t.team_members, t.agreements, t.promotions, t.shortages, t.alerts, t.alert_evidence)
+# What events write; alerts (and their evidence) are written by judging, after them.
+EVENT_STATE_TABLES = (t.accounts, t.team_members, t.agreements, t.promotions, t.shortages)
+FLUSH_ORDER = (*EVENT_STATE_TABLES, t.alerts, t.alert_evidence)
 # PostgreSQL texts of the reads every batch makes (SQLite builds them with SQLAlchemy).
 _UNDERCUT_SQL = ("SELECT DISTINCT here.country, price.product_id, here.root_id FROM accounts AS here "
                  "JOIN accounts AS anywhere ON anywhere.root_id = here.root_id "
