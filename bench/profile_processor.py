@@ -21,7 +21,8 @@ from pathlib import Path
 import _harness as h
 
 from services.config import Settings
-from services.processor import InputRecord, Processor
+from services.inputs import InputRecord
+from services.processor import Processor
 from services.store.db import create_tables, make_engine
 from workload import generate
 

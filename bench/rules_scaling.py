@@ -31,7 +31,8 @@ from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from services.config import Settings  # noqa: E402
-from services.processor import InputRecord, Processor  # noqa: E402
+from services.inputs import InputRecord
+from services.processor import Processor  # noqa: E402
 from services.store.db import create_tables, make_engine  # noqa: E402
 from services.store.tables import metadata  # noqa: E402
 

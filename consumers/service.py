@@ -25,7 +25,10 @@ from consumers.topics import ensure_topics
 from schemas.registry import INPUT_TOPICS
 from services.config import Settings
 from services.outbox import OutboxRelay
-from services.processor import InputRecord, Processor, decode_records, transient_database_error, utcnow
+from services.domain import utcnow
+from services.inputs import InputRecord, decode_records
+from services.processor import Processor
+from services.store.errors import transient_database_error
 from services.store.db import create_tables, make_engine
 from services.timers import EscalationTimer
 

@@ -14,10 +14,13 @@ dead-letter ``code`` of CONTRACT §6:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
+
+import orjson
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -71,6 +74,7 @@ class Event:
     source: str
     id: str
     time: datetime
+    digest: str = ""  # of type, time and data: the same (source, id) with another digest is a conflict
 
     @property
     def subject(self) -> str | None:
@@ -95,6 +99,20 @@ class Event:
     def kafka_key(self) -> str:
         """The Kafka key producers should use for this event (CONTRACT §3)."""
         return getattr(self.data, KEY_FIELD_BY_TOPIC[self.topic])
+
+
+def content_digest(event_type: str, time: datetime, data: Any) -> str:
+    """What makes two deliveries of one `(source, id)` the same event (CONTRACT §2): type, instant, data.
+
+    `data` as parsed JSON, keys sorted, so that key order, whitespace and the content mode the
+    event arrived in do not matter; the time as a UTC instant, so an offset's spelling does not.
+    """
+    parts = [event_type, time.astimezone(timezone.utc).isoformat(), data]
+    try:
+        text = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits in a field no model reads
+        text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.blake2b(text, digest_size=16).hexdigest()
 
 
 def _reject_constant(name: str) -> Any:
@@ -196,7 +214,8 @@ def decode_event(value: bytes | None) -> Event:
         envelope = _ONE_PASS.validate_python(obj)
     except ValidationError:
         return _validate_exactly(obj)
-    return Event(envelope, envelope.data, envelope.type, envelope.source, envelope.id, envelope.time)
+    return Event(envelope, envelope.data, envelope.type, envelope.source, envelope.id, envelope.time,
+                 content_digest(envelope.type, envelope.time, obj["data"]))
 
 
 def _decode_exactly(value: bytes | None) -> Event:
@@ -219,7 +238,8 @@ def _validate_exactly(obj: Any) -> Event:
         data = model.model_validate(envelope.data)
     except ValidationError as exc:
         raise InvalidMessage("invalid_data", _describe(exc, "data.")) from None
-    return Event(envelope, data, envelope.type, envelope.source, envelope.id, envelope.time)
+    return Event(envelope, data, envelope.type, envelope.source, envelope.id, envelope.time,
+                 content_digest(envelope.type, envelope.time, envelope.data))
 
 
 def _json_type(obj: Any) -> str:

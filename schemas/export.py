@@ -14,7 +14,7 @@ from typing import Any, Union
 
 from pydantic import BaseModel
 
-from .outputs import AlertMessage, DeadLetter, InstructionMessage, OpsSnapshot
+from .outputs import AlertMessage, DeadLetter, InstructionMessage, NoticeMessage, OpsSnapshot
 from .registry import (
     ALERTS_TOPIC,
     DLQ_TOPIC,
@@ -22,6 +22,7 @@ from .registry import (
     INPUT_TOPICS,
     INSTRUCTIONS_TOPIC,
     KEY_FIELD_BY_TOPIC,
+    NOTICES_TOPIC,
     OPS_TOPIC,
     OUTPUT_TOPICS,
     TYPES_BY_TOPIC,
@@ -43,6 +44,7 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 OUTPUT_MODELS: dict[str, type[BaseModel]] = {
     ALERTS_TOPIC: AlertMessage,
     INSTRUCTIONS_TOPIC: InstructionMessage,
+    NOTICES_TOPIC: NoticeMessage,
     DLQ_TOPIC: DeadLetter,
     OPS_TOPIC: OpsSnapshot,
 }
@@ -50,6 +52,8 @@ OUTPUT_MODELS: dict[str, type[BaseModel]] = {
 _OUTPUT_DESCRIPTIONS = {
     ALERTS_TOPIC: "One message per status change of an alert. Key: assignee.",
     INSTRUCTIONS_TOPIC: "Instructions for finance/ERP systems (dunning, stock allocation). Key: ref_id.",
+    NOTICES_TOPIC: "Who must be informed of what (commitments, promotions, demotions): no decision needed. "
+                   "Key: key_account_id.",
     DLQ_TOPIC: "Every message that could not be used, with the reason. Key: the original key.",
     OPS_TOPIC: "Metrics snapshot, at least every 10 s.",
 }

@@ -27,12 +27,15 @@ __all__ = [
     "INSTRUCTIONS_TOPIC",
     "DLQ_TOPIC",
     "OPS_TOPIC",
+    "NOTICES_TOPIC",
+    "RELAYED_TOPICS",
 ]
 
 ALERTS_TOPIC = "kam.alerts"
 INSTRUCTIONS_TOPIC = "kam.instructions"
 DLQ_TOPIC = "kam.dlq"
 OPS_TOPIC = "kam.ops"
+NOTICES_TOPIC = "kam.notices"
 
 #: event ``type`` -> model of its ``data``
 EVENT_MODELS: dict[str, type[BaseModel]] = {
@@ -75,7 +78,9 @@ KEY_FIELD_BY_TOPIC: dict[str, str] = {
 }
 
 INPUT_TOPICS: tuple[str, ...] = tuple(KEY_FIELD_BY_TOPIC)
-OUTPUT_TOPICS: tuple[str, ...] = (ALERTS_TOPIC, INSTRUCTIONS_TOPIC, DLQ_TOPIC, OPS_TOPIC)
+OUTPUT_TOPICS: tuple[str, ...] = (ALERTS_TOPIC, INSTRUCTIONS_TOPIC, NOTICES_TOPIC, DLQ_TOPIC, OPS_TOPIC)
+#: the outputs that leave through the outbox (kam.ops is a snapshot published directly)
+RELAYED_TOPICS: tuple[str, ...] = (ALERTS_TOPIC, INSTRUCTIONS_TOPIC, NOTICES_TOPIC, DLQ_TOPIC)
 
 #: input topic -> event types carried on it, in table order
 TYPES_BY_TOPIC: Mapping[str, tuple[str, ...]] = MappingProxyType(

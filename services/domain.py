@@ -153,6 +153,11 @@ def overlaps(a_from: date | None, a_to: date | None, b_from: date | None, b_to: 
     return lo <= hi
 
 
+def utcnow() -> datetime:
+    """The service's clock (injected wherever time matters, so tests can move it)."""
+    return datetime.now(timezone.utc)
+
+
 def iso(ts: datetime | None) -> str | None:
     """RFC 3339 in UTC with a `Z`, the form every output message uses."""
     if ts is None:

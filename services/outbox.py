@@ -27,8 +27,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 from sqlalchemy import Engine, delete, select, update
 
+from schemas.registry import RELAYED_TOPICS
 from services.domain import iso
-from services.processor import utcnow
+from services.domain import utcnow
 from services.store import tables as t
 from services.store.db import insert_stmt
 from services.store.lease import hold_lease, release_lease
@@ -36,7 +37,6 @@ from services.store.lease import hold_lease, release_lease
 log = logging.getLogger("onevoice.outbox")
 LEASE = "outbox-relay"
 HEADER = "onevoice-outbox"
-RELAYED_TOPICS = ("kam.alerts", "kam.instructions", "kam.dlq")
 MARK_INTERVAL_S = 0.05
 STORE_POLL_S = 0.25  # how often the lease holder looks for outputs that other processes committed
 RETRY_S = 1.0  # pause after a failed round (database or Kafka unreachable)

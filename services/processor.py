@@ -11,68 +11,41 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-import orjson
 import psycopg
 from pydantic_core import from_json  # our own JSON columns: the faster parser reads them exactly
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
-from schemas.decode import Event, InvalidMessage, decode_event
+from schemas.decode import Event, InvalidMessage
 from services.config import Settings
-from services.domain import CLOSED_STATUSES, DECIDING_ROLES, Finding, KeyAccountView, iso
+from services.inputs import InputRecord, decode_records
+from services.outputs import (ALERTS_TOPIC, DLQ_TOPIC, INSTRUCTIONS_TOPIC, NOTICES_TOPIC, alert_message,
+                              dead_letter_value, instruction_message, notice_message, output_id)
+from services.rules.alerts import DUNNING_ONLY, STATUS_AFTER, refuse_decision
+from services.domain import CLOSED_STATUSES, Finding, KeyAccountView, iso, utcnow
 from services.rules.agreements import CONFLICT_RULES, evaluate_key_account
 from services.rules.exceptions import allocate, is_shortage, judge_dunning, stock_findings
 from services.store import tables as t
 from services.store.bulk import bulk_insert_later, pipelined, send_commit
 from services.store.db import insert_stmt
+from services.store.errors import retryable, transient_database_error
 from services.store.state import (EVENT_STATE_TABLES, UNVERSIONED_KEY_PREFIX, KeyAccountCache, MasterDataCache,
                                   StateRepository, add_to_counters, dumps, new_alert_row, related_agreements)
 
 log = logging.getLogger("onevoice.processor")
-ALERT_NAMESPACE = uuid.UUID("6f1c1a52-6a3e-4f4e-9a51-0c0ffee0a1e7")
-_NAMESPACE_BYTES = ALERT_NAMESPACE.bytes
-DLQ_RAW_LIMIT = 256 * 1024
-DLQ_RAW_JSON_LIMIT = 512 * 1024
 AGREEMENT_KINDS = {"price.agreed": "price", "contract.negotiated": "contract", "service.agreed": "service"}
 AGREEMENT_FIELDS = ("agreement_id", "version", "account_id", "agreed_by", "scope", "country", "product_id", "currency",
                     "contract_type", "status", "service_id", "charge")
 DUE_SEVERITIES = frozenset({"high", "critical"})
 MAX_CONSECUTIVE_REJECTS = 20
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def output_id(name: str) -> str:
-    """`str(uuid.uuid5(ALERT_NAMESPACE, name))`, without building a UUID object (a third of the cost)."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-@dataclass(frozen=True)
-class InputRecord:
-    """One Kafka message as the consumer fetched it (aiokafka's ConsumerRecord has the same attributes and is
-    passed as it is)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 @dataclass
@@ -103,6 +76,9 @@ class _Batch:
     changed: dict[str, set[str]] = field(default_factory=dict)  # key account -> agreements changed, if only those
     whole: set[str] = field(default_factory=set)  # key accounts to judge whole (team, hierarchy, promotion)
     locked: set[str] = field(default_factory=set)
+    history: list[dict] = field(default_factory=list)  # alert status changes
+    decision_outcomes: list[dict] = field(default_factory=list)
+    notices: list[dict] = field(default_factory=list)
     now_iso: str = field(init=False)  # every output carries it: formatted once
 
     def __post_init__(self) -> None:
@@ -119,6 +95,11 @@ class _Batch:
         if root_id is not None:
             self.dirty[root_id] = caused_by
             self.changed.setdefault(root_id, set()).add(agreement_id)
+
+    def record_history(self, row: dict, *, decided_by: str | None = None, comment: str | None = None) -> None:
+        self.history.append({"alert_id": row["alert_id"], "status": row["status"], "assignee": row["assignee"],
+                             "caused_by": row["caused_by"], "decided_by": decided_by, "comment": comment,
+                             "at": self.now_iso})
 
     def emit(self, topic: str, key: str | None, value: dict) -> None:
         self.outbox.append({"topic": topic, "key": key, "value": dumps(value), "created_at": self.now_iso})
@@ -271,7 +252,7 @@ class Processor:
                     log.exception("could not keep the batch's key-account states; cache cleared")
                 return batch.result
             except (IntegrityError, DBAPIError, psycopg.Error) as exc:
-                if not _retryable(exc) or attempt == 7:
+                if not retryable(exc) or attempt == 7:
                     raise
                 log.info("batch retried after %s", type(exc.orig).__name__ if hasattr(exc, "orig") else exc)
                 time.sleep(0.02 * (attempt + 1))
@@ -393,6 +374,10 @@ class Processor:
             batch.repo.flush()
             add_to_counters(conn, self.instance, batch.result.counters())
             outbox_ids = bulk_insert_later(conn, t.outbox, batch.outbox, returning=("id",))
+            for table, rows, key in ((t.alert_history, batch.history, None), (t.notices, batch.notices, "notice_id"),
+                                     (t.decision_outcomes, batch.decision_outcomes, None)):
+                if rows:
+                    bulk_insert_later(conn, table, rows, conflict=(key,) if key else None)
             batch.repo.bump_keys(batch.locked)  # last: it updates the one `commits` row every writer updates
             send_commit(conn)
         batch.repo.read_returned()
@@ -611,29 +596,38 @@ class Processor:
         repo, data = batch.repo, event.data
         alert = repo.alert(data.alert_id)
         if alert is None:
-            return self._dead_letter(batch, record, "unknown_alert", f"no alert {data.alert_id!r}")
+            return self._refuse(batch, record, event, "unknown_alert", f"no alert {data.alert_id!r}")
         team = repo.teams([alert["key_account_id"]])[alert["key_account_id"]]
-        if not any(m.role in DECIDING_ROLES for m in team.roles_of(data.decided_by)):
-            return self._dead_letter(batch, record, "unauthorized_decision",
-                                     f"{data.decided_by!r} is not a KAM, senior KAM or executive sponsor "
-                                     f"of {alert['key_account_id']}")
-        if alert["status"] in CLOSED_STATUSES:
-            return self._dead_letter(batch, record, "invalid_decision", f"alert {alert['alert_id']} is already {alert['status']}")
-        is_dunning = alert["rule"] == "key_account_dunning"
-        if data.decision in ("release", "proceed") and not is_dunning:
-            return self._dead_letter(batch, record, "invalid_decision",
-                                     f"{data.decision!r} applies to dunning alerts only, not {alert['rule']}")
-        status = {"acknowledge": "acknowledged", "resolve": "resolved", "waive": "waived"}.get(data.decision, "resolved")
+        refusal = refuse_decision(data.decision, data.decided_by, rule=alert["rule"], status=alert["status"],
+                                  key_account_id=alert["key_account_id"], team=team)
+        if refusal is not None:
+            return self._refuse(batch, record, event, refusal.code, refusal.message)
+        status = STATUS_AFTER[data.decision]
         extra = {"closed_by_decision": status in CLOSED_STATUSES}
-        if data.decision in ("release", "proceed"):
+        if data.decision in DUNNING_ONLY:
             extra["awaiting_decision"] = False
-        self._change_status(batch, alert, status, _ref(event), **extra)
-        if data.decision in ("release", "proceed"):
+            extra["data"] = dumps(dict(from_json(alert["data"]), instruction=data.decision,
+                                       decided_by=data.decided_by, comment=data.comment))
+        self._change_status(batch, alert, status, _ref(event), decided_by=data.decided_by, comment=data.comment,
+                            **extra)
+        self._record_outcome(batch, event, alert["alert_id"], "applied")
+        if data.decision in DUNNING_ONLY:
             self._instruct(batch, kind="dunning", ref_id=alert["ref_id"], action=data.decision,
                            account_id=alert["account_id"], key_account_id=alert["key_account_id"],
                            reason=f"decided by {data.decided_by}" + (f": {data.comment}" if data.comment else ""),
                            alert_id=alert["alert_id"], decided_by=data.decided_by, caused_by=_ref(event),
                            allocation=[])
+
+    def _refuse(self, batch: _Batch, record: InputRecord, event: Event, code: str, message: str) -> None:
+        self._dead_letter(batch, record, code, message)
+        self._record_outcome(batch, event, event.data.alert_id, "rejected", code, message)
+
+    def _record_outcome(self, batch: _Batch, event: Event, alert_id: str, status: str, code: str | None = None,
+                        message: str | None = None) -> None:
+        """What became of a decision, for whoever made it (the inbox polls it by event id)."""
+        batch.decision_outcomes.append({"source": event.source, "event_id": event.id, "alert_id": alert_id,
+                                        "decision": event.data.decision, "decided_by": event.data.decided_by,
+                                        "status": status, "code": code, "message": message, "at": batch.now_iso})
 
     # -- outputs --------------------------------------------------------------------------
 
@@ -656,7 +650,8 @@ class Processor:
         batch.repo.put(t.alerts, row)
         for evidence_id in finding.evidence:
             batch.repo.put(t.alert_evidence, {"alert_id": alert_id, "evidence_id": evidence_id})
-        batch.emit("kam.alerts", finding.assignee, alert_message(row, evidence=list(finding.evidence),
+        batch.record_history(row)
+        batch.emit(ALERTS_TOPIC, finding.assignee, alert_message(row, evidence=list(finding.evidence),
                                                                   recipients=list(finding.recipients),
                                                                   data=finding.data))
         return alert_id
@@ -676,67 +671,30 @@ class Processor:
                                       data=dumps(finding.data), versions=finding.versions, due_at=due,
                                       updated_at=batch.now_iso))
 
-    def _change_status(self, batch: _Batch, alert, status: str, caused_by: str, **extra) -> None:
+    def _change_status(self, batch: _Batch, alert, status: str, caused_by: str, *, decided_by: str | None = None,
+                       comment: str | None = None, **extra) -> None:
         row = dict(alert, status=status, updated_at=batch.now_iso, caused_by=caused_by, **extra)
         batch.repo.put(t.alerts, row)
-        batch.emit("kam.alerts", row["assignee"], alert_message(row))
+        batch.record_history(row, decided_by=decided_by, comment=comment)
+        batch.emit(ALERTS_TOPIC, row["assignee"], alert_message(row))
 
-    def _instruct(self, batch: _Batch, *, kind: str, ref_id: str, action: str, account_id: str | None,
-                  key_account_id: str | None, reason: str, caused_by: str, alert_id: str | None = None,
-                  allocation: list | None = None, decided_by: str | None = None) -> None:
-        instruction_id = output_id(f"instruction:{ref_id}:{action}:{caused_by}")
-        batch.emit("kam.instructions", ref_id, {
-            "instruction_id": instruction_id, "kind": kind, "ref_id": ref_id, "action": action,
-            "account_id": account_id, "key_account_id": key_account_id, "allocation": allocation, "reason": reason,
-            "alert_id": alert_id, "decided_by": decided_by, "created_at": batch.now_iso})
+    def _instruct(self, batch: _Batch, **fields) -> None:
+        message = instruction_message(created_at=batch.now_iso, **fields)
+        batch.emit(INSTRUCTIONS_TOPIC, message["ref_id"], message)
+
+    def _notify(self, batch: _Batch, **fields) -> None:
+        message = notice_message(created_at=batch.now_iso, **fields)
+        batch.notices.append(dict(message, recipients=dumps(message["recipients"])))
+        batch.emit(NOTICES_TOPIC, message["key_account_id"], message)
 
     def _dead_letter(self, batch: _Batch, record: InputRecord, code: str, message: str) -> None:
         batch.result.dead_letters += 1
-        raw = record.value or b""
-        truncated = len(raw) > DLQ_RAW_LIMIT
-        text = raw[:DLQ_RAW_LIMIT].decode("utf-8", "replace")
-        # A control character takes six bytes in JSON: keep the letter well under Kafka's default
-        # 1 MB message limit, or the relay could never publish it (nor anything after it).
-        while len(orjson.dumps(text)) > DLQ_RAW_JSON_LIMIT:
-            text, truncated = text[:len(text) // 2], True
-        key = record.key.decode("utf-8", "replace") if record.key is not None else None
-        letter = {"topic": record.topic, "partition": record.partition, "offset": record.offset, "key": key,
-                  "raw": text if record.value is not None else None,
-                  "error": {"code": code, "message": message}, "received_at": batch.now_iso}
-        if truncated:
-            letter["raw_truncated"] = True
-            letter["raw_bytes"] = len(raw)
+        letter = dead_letter_value(topic=record.topic, partition=record.partition, offset=record.offset,
+                                   key=record.key, value=record.value, code=code, message=message,
+                                   received_at=batch.now_iso)
+        key = letter["key"]
         # PostgreSQL text cannot hold NUL: the message key (not the letter's `key` field) gets U+FFFD instead.
-        batch.emit("kam.dlq", key.replace("\x00", "\ufffd") if key else key, letter)
-
-
-def decode_records(records: list[InputRecord]) -> list[Event | InvalidMessage]:
-    """Each record's event, or why it cannot be used (pure: safe to run ahead of the transaction)."""
-    decoded: list[Event | InvalidMessage] = []
-    for record in records:
-        try:
-            decoded.append(decode_event(record.value))
-        except InvalidMessage as exc:
-            decoded.append(exc)
-        except Exception as exc:  # a fault of ours, not of the event: its dead letter says so, the rest goes on
-            log.exception("event at %s/%d@%d could not be decoded", record.topic, record.partition, record.offset)
-            decoded.append(InvalidMessage("invalid_data", f"the event could not be decoded ({type(exc).__name__}); "
-                                                          "see the service log at this offset"))
-    return decoded
-
-
-def alert_message(row: dict, *, evidence: list | None = None, recipients: list | None = None,
-                  data: dict | None = None) -> dict:
-    """The kam.alerts message of CONTRACT §6 for an alert row (its JSON columns given parsed, if at hand)."""
-    return {
-        "alert_id": row["alert_id"], "fingerprint": row["fingerprint"], "rule": row["rule"],
-        "severity": row["severity"], "status": row["status"], "key_account_id": row["key_account_id"],
-        "account_id": row["account_id"], "title": row["title"], "detail": row["detail"],
-        "evidence": evidence if evidence is not None else from_json(row["evidence"]), "assignee": row["assignee"],
-        "recipients": recipients if recipients is not None else from_json(row["recipients"]),
-        "due_at": row["due_at"], "caused_by": row["caused_by"], "created_at": row["created_at"],
-        "updated_at": row["updated_at"], "data": data if data is not None else from_json(row["data"]),
-    }
+        batch.emit(DLQ_TOPIC, key.replace("\x00", "\ufffd") if key else key, letter)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -761,32 +719,3 @@ def _ref(event: Event) -> str:
 
 def _day(value) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def transient_database_error(exc: BaseException) -> bool:
-    """The database cannot be reached, or the batch kept losing deadlocks and serialization races:
-    nothing is wrong with the events, try them again later.
-
-    Raw psycopg errors count too: the fixed statements run on the driver's cursor, whose errors
-    SQLAlchemy does not wrap. A statement the server refused (a lock timeout, a full disk, a
-    cancelled query) is not this: its batch goes the one-by-one way like any failure.
-    """
-    if isinstance(exc, (OperationalError, InterfaceError)):  # wrapped by SQLAlchemy
-        if exc.connection_invalidated or not isinstance(exc.orig, psycopg.Error):
-            return True  # a lost connection; SQLite: locked for longer than its timeout, or unreachable
-        exc = exc.orig
-    if not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-        return False
-    code = exc.sqlstate
-    if code is None:  # the connection broke or could not be made, unless a cursor of ours was misused
-        return "cursor" not in str(exc)
-    # connection errors; transaction rollbacks (deadlock, serialization); the server shutting down
-    return code.startswith(("08", "40")) or code in {"57P01", "57P02", "57P03"}
-
-
-def _retryable(exc: Exception) -> bool:
-    """Deadlocks, serialization failures and unique-key races are retried; anything else is a bug."""
-    if isinstance(exc, (IntegrityError, psycopg.IntegrityError)):
-        return True
-    code = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
-    return code in {"40001", "40P01"} or "database is locked" in str(exc)

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 
 from services.config import Settings
-from services.processor import InputRecord, Processor
+from services.inputs import InputRecord
+from services.processor import Processor
 from services.scenarios import decision_event, message_bytes, summarise
 from services.store import tables as t
 from services.store.db import create_tables, make_engine

@@ -17,6 +17,7 @@ class ProcessedEvent(SQLModel, table=True):
     __tablename__ = "processed_events"
     source: str = Field(primary_key=True, max_length=300)
     event_id: str = Field(primary_key=True, max_length=300)
+    digest: str | None = Field(default=None, max_length=64)  # of type, time and data: same id, other content?
 
 
 class AccountRow(SQLModel, table=True):
@@ -230,3 +231,53 @@ class KeyVersionRow(SQLModel, table=True):
 
 
 key_versions = KeyVersionRow.__table__
+
+
+class AlertHistoryRow(SQLModel, table=True):
+    """Every status change of an alert, as published: the inbox shows it, the KPI report measures it."""
+
+    __tablename__ = "alert_history"
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: str = Field(index=True, max_length=64)
+    status: str
+    assignee: str
+    caused_by: str
+    decided_by: str | None = None
+    comment: str | None = None
+    at: str
+
+
+class DecisionOutcomeRow(SQLModel, table=True):
+    """What became of each `decision.made`: applied, or rejected with the dead-letter code (the inbox polls it)."""
+
+    __tablename__ = "decision_outcomes"
+    source: str = Field(primary_key=True, max_length=300)
+    event_id: str = Field(primary_key=True, max_length=300)
+    alert_id: str = Field(max_length=300)
+    decision: str
+    decided_by: str
+    status: str  # applied | rejected
+    code: str | None = None
+    message: str | None = None
+    at: str
+
+
+class NoticeRow(SQLModel, table=True):
+    """Every notice sent on kam.notices, so the inbox and the digest can show it again."""
+
+    __tablename__ = "notices"
+    notice_id: str = Field(primary_key=True, max_length=64)
+    kind: str
+    key_account_id: str = Field(index=True, max_length=128)
+    account_id: str
+    about: str
+    recipients: str  # JSON list
+    title: str
+    detail: str
+    caused_by: str
+    created_at: str
+
+
+alert_history = AlertHistoryRow.__table__
+decision_outcomes = DecisionOutcomeRow.__table__
+notices = NoticeRow.__table__

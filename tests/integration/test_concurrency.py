@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from services.config import Settings
-from services.processor import InputRecord, Processor
+from services.inputs import InputRecord
+from services.processor import Processor
 from services.store import tables as t
 from services.store.db import create_tables, make_engine
 from services.timers import EscalationTimer

@@ -26,7 +26,8 @@ from consumers.topics import ensure_topics
 from schemas.registry import INPUT_TOPICS
 from services.config import Settings
 from services.domain import CLOSED_STATUSES
-from services.processor import InputRecord, Processor
+from services.inputs import InputRecord
+from services.processor import Processor
 from services.rules.agreements import CONFLICT_RULES
 from services.scenario_runner import OUTPUT_TOPICS, end_offsets, read_outputs, start_group_at, wait_until_caught_up
 from services.store import tables as t

@@ -63,7 +63,8 @@ def test_a_dead_letter_with_a_nul_in_its_key_and_a_flood_of_control_characters_i
     import json
 
     from services.config import Settings
-    from services.processor import InputRecord, Processor
+    from services.inputs import InputRecord
+    from services.processor import Processor
 
     processor = Processor(engine, Settings(database_url=str(engine.url)))
     flood = b"\x01" * (400 * 1024)  # invalid JSON; each byte becomes six in the letter's JSON

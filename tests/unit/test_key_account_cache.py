@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy import select
 
 from services.config import Settings
-from services.processor import InputRecord, Processor
+from services.inputs import InputRecord
+from services.processor import Processor
 from services.store import tables as t
 from services.store.db import create_tables, make_engine
 

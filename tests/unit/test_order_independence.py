@@ -16,7 +16,8 @@ from sqlalchemy import select
 
 from services.config import Settings
 from services.domain import Account, Agreement, KeyAccountView, Team, TeamMember
-from services.processor import InputRecord, Processor
+from services.inputs import InputRecord
+from services.processor import Processor
 from services.rules.agreements import evaluate_key_account
 from services.store import tables as t
 from services.store.db import create_tables, make_engine

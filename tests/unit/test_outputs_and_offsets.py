@@ -277,7 +277,8 @@ async def test_a_backlog_is_applied_with_a_long_gil_switch_interval_and_live_tra
 
     from consumers.service import BACKLOG_SWITCH_INTERVAL_S, LIVE_SWITCH_INTERVAL_S, Service
     from services.config import Settings
-    from services.processor import BatchResult, InputRecord
+    from services.inputs import InputRecord
+    from services.processor import BatchResult
 
     partition = TopicPartition("crm.accounts", 0)
     backlog = [InputRecord("crm.accounts", 0, offset, None, b"{}") for offset in range(2000)]

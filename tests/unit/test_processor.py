@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from services.config import Settings
-from services.processor import InputRecord, Processor
+from services.inputs import InputRecord
+from services.processor import Processor
 from services.store import tables as t
 from services.store.db import create_tables, make_engine
 
@@ -179,17 +180,17 @@ def test_a_process_sees_hierarchy_changes_made_by_another_despite_its_account_ca
 
 def test_an_unexpected_decode_failure_becomes_that_events_dead_letter(monkeypatch):
     from schemas.decode import InvalidMessage
-    from services import processor as processor_module
-    from services.processor import InputRecord, decode_records
+    from services import inputs as inputs_module
+    from services.inputs import InputRecord, decode_records
 
-    real = processor_module.decode_event
+    real = inputs_module.decode_event
 
-    def flaky(value):
+    def flaky(value, *args, **kwargs):
         if value == b"boom":
             raise RuntimeError("a bug of ours")
-        return real(value)
+        return real(value, *args, **kwargs)
 
-    monkeypatch.setattr(processor_module, "decode_event", flaky)
+    monkeypatch.setattr(inputs_module, "decode_event", flaky)
     decoded = decode_records([InputRecord("x", 0, 1, None, b"boom"), InputRecord("x", 0, 2, None, b"{")])
     assert [type(d) for d in decoded] == [InvalidMessage, InvalidMessage]
     assert decoded[0].code == "invalid_data" and "RuntimeError" in decoded[0].message
@@ -200,7 +201,7 @@ def test_an_unexpected_decode_failure_becomes_that_events_dead_letter(monkeypatc
 def test_output_ids_are_uuid5_of_the_name(name):
     import uuid
 
-    from services.processor import ALERT_NAMESPACE, output_id
+    from services.outputs import ALERT_NAMESPACE, output_id
 
     try:
         expected = str(uuid.uuid5(ALERT_NAMESPACE, name))
@@ -254,7 +255,7 @@ def test_which_database_errors_mean_try_again_later():
     import psycopg
     from sqlalchemy.exc import OperationalError
 
-    from services.processor import transient_database_error
+    from services.store.errors import transient_database_error
 
     lost = psycopg.OperationalError("server closed the connection unexpectedly")
     assert transient_database_error(lost)

@@ -13,9 +13,9 @@ from schemas.export import asyncapi_document, write_asyncapi, write_json_schemas
 ALL_TOPICS = set(INPUT_TOPICS) | set(OUTPUT_TOPICS)
 
 
-def test_ten_topics():
-    assert len(ALL_TOPICS) == 10
-    assert set(OUTPUT_TOPICS) == {"kam.alerts", "kam.instructions", "kam.dlq", "kam.ops"}
+def test_eleven_topics():
+    assert len(ALL_TOPICS) == 11
+    assert set(OUTPUT_TOPICS) == {"kam.alerts", "kam.instructions", "kam.notices", "kam.dlq", "kam.ops"}
 
 
 def test_write_json_schemas(tmp_path):
