@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,12 +22,27 @@ class Settings(BaseSettings):
     fallback_assignee: str = "kam-desk"
     # Beyond the contract: operational tuning, all optional.
     ops_interval_s: float = Field(10.0, gt=0)
-    metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port; 0 disables the endpoint")
+    metrics_port: int = Field(0, ge=0, le=65535, description="port of /metrics, /healthz and /readyz; 0: off")
+    metrics_host: str = Field("127.0.0.1", description="address the metrics and health endpoints listen on "
+                              "(0.0.0.0 to reach them from other hosts, as in a container)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line, stable keys")
+    replication_factor: int = Field(1, ge=1, description="replication factor of the topics onevoice creates")
+    stall_after_s: float = Field(60.0, gt=0, description="/readyz turns unready when input waits this long "
+                                 "while no batch is applied")
     max_batch: int = Field(2000, ge=1)
     timer_interval_s: float = Field(0.5, gt=0)
     session_timeout_ms: int = Field(10000, ge=1000, description="how soon a crashed member leaves the group "
                                     "(the broker's group.min.session.timeout.ms, 6000 by default, is the floor)")
     relay_lease_s: float = Field(10.0, gt=0, description="how soon another process takes over a crashed relay")
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _case_insensitive(cls, value, info):
+        """`info`, `Json`: the log settings are words, not case-sensitive codes."""
+        if not isinstance(value, str):
+            return value
+        return value.strip().upper() if info.field_name == "log_level" else value.strip().lower()
 
 
 @lru_cache
