@@ -35,6 +35,27 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(10000, ge=1000, description="how soon a crashed member leaves the group "
                                     "(the broker's group.min.session.timeout.ms, 6000 by default, is the floor)")
     relay_lease_s: float = Field(10.0, gt=0, description="how soon another process takes over a crashed relay")
+    # Notifications (`onevoice notify`, services/notify): e-mail, chat webhooks, reminders, the daily digest.
+    smtp_url: str = Field("smtp://127.0.0.1:25", description="smtp://user:pass@host:587?starttls=true, or "
+                          "smtps://… for implicit TLS; `timeout=` seconds also accepted")
+    smtp_from: str = Field("onevoice <onevoice@localhost>", description="From: of every notification e-mail")
+    web_base_url: str = Field("http://127.0.0.1:8000", description="links point to {web_base_url}/alerts/{alert_id}")
+    notify_group_id: str = Field("onevoice-notify", description="consumer group of the notify processes")
+    notify_language: str = Field("en", pattern="^(en|de)$", description="language for people without a preference")
+    notify_digest_hour: int = Field(7, ge=0, le=23, description="local hour of the daily digest")
+    notify_time_zone: str = Field("Europe/Berlin", description="time zone of the digest hour")
+    notify_max_attempts: int = Field(12, ge=1, description="failed sends before a notification is recorded failed")
+    notify_retry_base_s: float = Field(2.0, gt=0, description="first retry delay; doubles per attempt")
+    notify_retry_max_s: float = Field(300.0, gt=0, description="longest retry delay")
+    notify_lease_s: float = Field(60.0, gt=0, description="how long a claimed notification is a process's own; "
+                                  "after that (a crash) another process sends it")
+    notify_workers: int = Field(2, ge=1, description="concurrent senders (one SMTP connection each) per process")
+    notify_webhooks: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description='chat channels by key account id, "*" for the default channel: '
+        '{"ACME": {"kind": "teams|slack", "url": "https://…"}}')
+    notify_alerts_topic: str = "kam.alerts"
+    notify_notices_topic: str = "kam.notices"
+    notify_metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port of `onevoice notify`; 0: off")
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
