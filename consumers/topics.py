@@ -5,18 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from schemas.registry import INPUT_TOPICS, OUTPUT_TOPICS
+from services import kafka_clients
+from services.kafka_clients import KafkaTarget
 
 log = logging.getLogger("onevoice.topics")
 ALL_TOPICS = (*INPUT_TOPICS, *OUTPUT_TOPICS)
 
 
-async def ensure_topics(bootstrap: str, partitions: int, topics: tuple[str, ...] = ALL_TOPICS) -> list[str]:
-    """Create whichever of `topics` are missing; returns the ones created. Safe to race with other processes."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+async def ensure_topics(target: KafkaTarget, partitions: int, topics: tuple[str, ...] = ALL_TOPICS,
+                        replication_factor: int | None = None) -> list[str]:
+    """Create whichever of `topics` are missing; returns the ones created. Safe to race with other processes.
+
+    `target` is the Settings (security included) or a plaintext bootstrap address; the replication
+    factor is the Settings' (ONEVOICE_REPLICATION_FACTOR) unless given, else 1.
+    """
+    if replication_factor is None:
+        replication_factor = getattr(target, "replication_factor", 1)
+    admin = kafka_clients.admin(target, request_timeout_ms=30000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -24,7 +33,7 @@ async def ensure_topics(bootstrap: str, partitions: int, topics: tuple[str, ...]
         if missing:
             try:
                 result = await admin.create_topics(
-                    [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in missing])
+                    [NewTopic(name, num_partitions=partitions, replication_factor=replication_factor) for name in missing])
                 for name, code, *_ in getattr(result, "topic_errors", []):
                     if code not in (0, TopicAlreadyExistsError.errno):
                         raise RuntimeError(f"could not create topic {name}: error code {code}")
