@@ -1,22 +1,34 @@
-"""Health of the service for operations: `kam.ops` snapshots and Prometheus metrics."""
+"""Health of the service for operations: `kam.ops` snapshots, Prometheus metrics, /readyz, batch log lines.
+
+`OpsReporter` is the one object the service loop talks to about operations: it opens the
+endpoints, is told of every applied batch and escalation, and every `ops_interval_s` reads
+the store and the group's lag into the gauges and publishes a `kam.ops` snapshot.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 
-from prometheus_client import Gauge, start_http_server
 from sqlalchemy import func, select
 
 from schemas.outputs import OpsSnapshot
 from services.domain import CLOSED_STATUSES, iso
+from services.observability import metrics as m
+from services.observability.batch_summary import summarise_outputs
+from services.observability.health import HealthServer
+from services.observability.lag import LagProbe
+from services.observability.latency import PublishLatency
+from services.observability.store_probe import read_store_health, record_instance, store_reachable
 from services.store import tables as t
 
 log = logging.getLogger("onevoice.ops")
+batch_log = logging.getLogger("onevoice.batch")
+alert_log = logging.getLogger("onevoice.alerts")
 COUNTERS = ("processed", "duplicates", "stale", "dead_letters", "escalations", "unknown_accounts")
-GAUGES = {name: Gauge(f"onevoice_{name}", f"onevoice {name.replace('_', ' ')} (all instances)")
-          for name in (*COUNTERS, "open_alerts", "consumer_lag", "outbox_pending")}
+CHECK_TIMEOUT_S = 2.5  # each readiness check; /readyz must turn within 5 s of an outage
 
 
 def read_snapshot(engine) -> dict:
@@ -32,39 +44,110 @@ def read_snapshot(engine) -> dict:
     return snapshot
 
 
+def kafka_client_options(settings) -> dict:
+    """How this process's extra Kafka clients (lag probe) connect: the service's own client settings."""
+    try:
+        from services.kafka_clients import client_options  # the security settings, where configured
+    except ImportError:
+        return {"bootstrap_servers": settings.kafka_bootstrap}
+    return client_options(settings)
+
+
 class OpsReporter:
-    def __init__(self, service, producer):
+    def __init__(self, service, producer=None):
         self.service = service
         self.producer = producer
-        self._assignment: frozenset | None = None
-        if service.settings.metrics_port:
-            start_http_server(service.settings.metrics_port)
+        self.latency = PublishLatency()
+        self.last_activity = time.monotonic()  # the consumer loop's last turn
+        self.last_batch: dict | None = None
+        self._lag = LagProbe(kafka_client_options(service.settings), service.settings.group_id)
+        self._server: HealthServer | None = None
 
-    async def consumer_lag(self) -> int:
-        """Messages after the committed offsets of this process's partitions.
+    # -- endpoints --------------------------------------------------------------------------
 
-        Within one assignment only this process commits its partitions, so what it committed or
-        fetched once is known without asking the coordinator again (one request per partition,
-        36 of them every snapshot, before).
-        """
-        consumer = self.service.consumer
-        known = getattr(self.service, "committed_offsets", {})
-        assignment = frozenset(consumer.assignment())
-        if assignment != self._assignment:  # after a rebalance another member may have committed meanwhile
-            known.clear()
-            self._assignment = assignment
-        lag = 0
-        for tp in assignment:
-            high = consumer.highwater(tp)
-            if high is None:
-                continue
-            committed = known.get(tp)
-            if committed is None:
-                committed = await consumer.committed(tp)
-                if committed is not None:  # only the owner commits: it holds until this process commits
-                    known[tp] = committed
-            lag += max(0, high - (committed or 0))
-        return lag
+    async def open_endpoints(self) -> None:
+        """Listen for /metrics, /healthz, /readyz (when ONEVOICE_METRICS_PORT is set): first of all, so a
+        busy port is reported before anything else starts."""
+        settings = self.service.settings
+        if settings.metrics_port and self._server is None:
+            self._server = HealthServer(settings.metrics_host, settings.metrics_port, self.readiness_problems)
+            await self._server.start()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+        await self._lag.close()
+
+    async def readiness_problems(self) -> list[str]:
+        """Why this process should not get traffic now; empty when it is ready."""
+        service = self.service
+        if service.consumer is None or not service.ready.is_set():
+            return ["starting"]
+        problems = []
+        store, broker = await asyncio.gather(self._check(asyncio.to_thread(store_reachable, service.engine)),
+                                             self._check(service.producer.client.fetch_all_metadata()))
+        if store:
+            problems.append(f"store unreachable: {store}")
+        if broker:
+            problems.append(f"broker unreachable: {broker}")
+        if not service.consumer.assignment():
+            problems.append("no input partitions assigned to this process")
+        idle = time.monotonic() - self.last_activity
+        if idle > service.settings.stall_after_s:
+            problems.append(f"consumer stalled: no progress for {idle:.0f} s")
+        return problems
+
+    @staticmethod
+    async def _check(awaitable) -> str | None:
+        try:
+            await asyncio.wait_for(awaitable, CHECK_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return f"no answer within {CHECK_TIMEOUT_S} s"
+        except Exception as exc:  # the reason goes to the probe's caller; no URL, so no password
+            return exc.__class__.__name__
+        return None
+
+    # -- what the service loop reports --------------------------------------------------------
+
+    def turned(self) -> None:
+        """The consumer loop went round once (fetched, with or without events)."""
+        self.last_activity = time.monotonic()
+
+    def batch_applied(self, events: int, result, seconds: float, received_at: float) -> None:
+        """Count, log and time one applied batch (its outputs are committed, not yet published)."""
+        self.last_activity = time.monotonic()
+        rows = result.committed_outputs
+        outputs = summarise_outputs(rows, keep_changes=alert_log.isEnabledFor(logging.DEBUG))
+        counts = result.counters()
+        m.record_batch(counts, outputs, events, seconds, time.time())
+        self.latency.committed(rows, received_at)
+        fields = {"events": events, "processed": counts.get("processed", 0),
+                  "duplicates": counts.get("duplicates", 0), "stale": counts.get("stale", 0),
+                  "alerts_opened": outputs.opened, "alerts_resolved": outputs.resolved,
+                  "alerts_escalated": outputs.escalated, "instructions": sum(outputs.instructions.values()),
+                  "notices": outputs.notices, "dead_letters": counts.get("dead_letters", 0),
+                  "duration_ms": round(seconds * 1000, 1)}
+        self.last_batch = {**fields, "at": iso(self.service.clock())}
+        batch_log.info("batch: %(events)d events (%(processed)d applied, %(duplicates)d duplicates, %(stale)d stale), "
+                       "alerts %(alerts_opened)d opened / %(alerts_resolved)d resolved / %(alerts_escalated)d "
+                       "escalated, %(instructions)d instructions, %(notices)d notices, %(dead_letters)d dead "
+                       "letters, %(duration_ms).1f ms", fields, extra={"fields": fields})
+        for alert in outputs.alert_changes:
+            change = {key: alert.get(key) for key in ("alert_id", "rule", "status", "severity", "key_account_id",
+                                                      "assignee", "caused_by")}
+            alert_log.debug("alert %(alert_id)s %(rule)s is %(status)s (%(severity)s, key account "
+                            "%(key_account_id)s, assignee %(assignee)s, caused by %(caused_by)s)", change,
+                            extra={"fields": change})
+
+    def database_retry(self, reason: str = "unavailable") -> None:
+        m.DATABASE_RETRIES.labels(reason).inc()
+
+    def escalated(self, count: int) -> None:
+        if count:
+            m.ESCALATIONS.inc(count)
+            log.info("escalated %d alerts", count, extra={"fields": {"escalated": count}})
+
+    # -- the periodic snapshot ----------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         interval = self.service.settings.ops_interval_s
@@ -72,18 +155,39 @@ class OpsReporter:
             try:
                 await self.publish()
             except Exception:
-                log.exception("ops snapshot failed")
+                log.warning("ops snapshot failed; will try again in %.0f s", interval, exc_info=log.isEnabledFor(logging.DEBUG))
             try:
                 await asyncio.wait_for(stop.wait(), interval)
             except asyncio.TimeoutError:
                 pass
 
+    async def consumer_lag(self) -> int | None:
+        """Group lag (log end minus committed) per input partition into the gauges; returns the sum over the
+        partitions assigned to this process (what its kam.ops snapshot reports), None if unknown."""
+        try:
+            lag = await self._lag.measure()
+        except Exception as exc:
+            log.debug("consumer lag unknown: %r", exc)
+            return None
+        m.record_lag(lag)
+        assigned = self.service.consumer.assignment() if self.service.consumer else set()
+        return sum(lag.get((tp.topic, tp.partition), 0) for tp in assigned)
+
     async def publish(self) -> dict:
-        snapshot = await asyncio.to_thread(read_snapshot, self.service.engine)
+        service = self.service
+        health = await asyncio.to_thread(read_store_health, service.engine, service.clock())
+        m.OPEN_ALERTS.set(health.open_alerts)
+        m.ESCALATED_OPEN.set(health.escalated_open)
+        m.ESCALATIONS_DUE.set(health.escalations_due)
+        m.OUTBOX_PENDING.set(health.outbox_pending)
+        m.OUTBOX_OLDEST_AGE.set(health.outbox_oldest_age_s)
+        snapshot = await asyncio.to_thread(read_snapshot, service.engine)
         snapshot["consumer_lag"] = await self.consumer_lag()
-        snapshot.update(at=iso(self.service.clock()), instance=self.service.instance)
+        snapshot.update(at=iso(service.clock()), instance=service.instance)
         snapshot = OpsSnapshot.model_validate(snapshot).model_dump(mode="json")
-        for name, gauge in GAUGES.items():
-            gauge.set(snapshot.get(name, 0))
-        await self.producer.send("kam.ops", json.dumps(snapshot).encode(), key=self.service.instance.encode())
+        report = {"last_batch": self.last_batch, "consumer_lag": snapshot["consumer_lag"],
+                  "assigned_partitions": len(service.consumer.assignment()) if service.consumer else 0}
+        await asyncio.to_thread(record_instance, service.engine, service.instance, report, service.clock())
+        if self.producer is not None:
+            await self.producer.send("kam.ops", json.dumps(snapshot).encode(), key=service.instance.encode())
         return snapshot

@@ -22,6 +22,8 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from consumers.ops import OpsReporter
 from consumers.topics import ensure_topics
+from services import kafka_clients
+from services.outages import DATABASE, KAFKA, OUTAGES, install_calm_logging, report_outage, wait_for_dependencies
 from schemas.registry import INPUT_TOPICS
 from services.config import Settings
 from services.outbox import OutboxRelay
@@ -99,13 +101,23 @@ class Service:
         if self.stop.is_set():  # asked to stop before it started: nothing to finish
             return
         tune_garbage_collector()
+        self.ops = OpsReporter(self)
+        await self.ops.open_endpoints()  # first: a busy metrics port is reported before anything else starts
+        try:
+            await self._run()
+        finally:
+            await self.ops.close()
+
+    async def _run(self) -> None:
+        if not await wait_for_dependencies(self.settings, self.engine, self.stop):
+            return  # asked to stop while waiting
         await asyncio.to_thread(create_tables, self.engine)
-        await ensure_topics(self.settings.kafka_bootstrap, self.settings.partitions)
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, enable_idempotence=True,
+        await ensure_topics(self.settings, self.settings.partitions)
+        self.producer = kafka_clients.producer(self.settings, enable_idempotence=True,
                                          acks="all", linger_ms=2, max_request_size=2 * 1024 * 1024,
                                          max_batch_size=256 * 1024)
-        self.consumer = AIOKafkaConsumer(
-            *INPUT_TOPICS, bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.settings.group_id,
+        self.consumer = kafka_clients.consumer(
+            self.settings, *INPUT_TOPICS, group_id=self.settings.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_bytes=MAX_FETCH_BYTES,
             fetch_min_bytes=FETCH_MIN_BYTES, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             max_partition_fetch_bytes=MAX_FETCH_BYTES // 4, client_id=self.instance,
@@ -114,12 +126,15 @@ class Service:
         await self.producer.start()
         await self.consumer.start()
         self.relay = OutboxRelay(self.engine, self.producer, instance=self.instance, clock=self.clock,
-                                 bootstrap=self.settings.kafka_bootstrap, lease_ttl_s=self.settings.relay_lease_s)
-        ops = OpsReporter(self, self.producer)
+                                 bootstrap=self.settings, lease_ttl_s=self.settings.relay_lease_s)
+        ops = self.ops
+        ops.producer = self.producer
+        ops.latency.watch(self.relay)
         tasks = [asyncio.create_task(self.relay.run(self.stop), name="outbox-relay"),
                  asyncio.create_task(self._escalate_forever(), name="escalation"),
                  asyncio.create_task(ops.run(self.stop), name="ops"),
-                 asyncio.create_task(self._review_daily(), name="daily-review")]
+                 asyncio.create_task(self._review_daily(), name="daily-review"),
+                 asyncio.create_task(self._notice_kafka_back(), name="kafka-watch")]
         log.info("onevoice %s consuming %s as group %s", self.instance, ", ".join(INPUT_TOPICS),
                  self.settings.group_id)
         self.ready.set()
@@ -143,13 +158,14 @@ class Service:
             while not self.stop.is_set():
                 if not upcoming.done():
                     waited = time.perf_counter()
-                    fetched, records, decoded = await upcoming
+                    fetched, records, decoded, received_at = await upcoming
                     self.input_wait_s += time.perf_counter() - waited
                 else:
-                    fetched, records, decoded = upcoming.result()
+                    fetched, records, decoded, received_at = upcoming.result()
+                self.ops.turned()
                 if records and len(records) < self.settings.max_batch:
                     # What arrived while the previous batch was applied joins this one: fewer, fuller batches.
-                    more, extra, extra_decoded = await self._fetch(self.settings.max_batch - len(records), wait_ms=0)
+                    more, extra, extra_decoded, _ = await self._fetch(self.settings.max_batch - len(records), wait_ms=0)
                     for tp, messages in more.items():
                         fetched[tp] = fetched.get(tp, []) + messages
                     records, decoded = records + extra, decoded + extra_decoded
@@ -161,7 +177,7 @@ class Service:
                 result = await self._apply(records, decoded)
                 if result is None:
                     return
-                log.debug("batch of %d applied in %.1f ms", len(records), (time.perf_counter() - began) * 1000)
+                self.ops.batch_applied(len(records), result, time.perf_counter() - began, received_at)
                 self.relay.publish_committed(result.committed_outputs)
                 # The batch is durable: its offsets are committed while the next batch is fetched and
                 # applied, one commit at a time, each taking the newest offsets of every batch since.
@@ -183,7 +199,7 @@ class Service:
             decoded = await asyncio.to_thread(decode_records, records)
         else:  # a few events decode faster than a hand-over to a worker thread and back
             decoded = decode_records(records)
-        return fetched, records, decoded
+        return fetched, records, decoded, time.monotonic()
 
     async def _commit_uncommitted(self) -> None:
         while self._uncommitted:
@@ -199,22 +215,28 @@ class Service:
         began = time.perf_counter()
         try:
             await self.consumer.commit(offsets)
+            OUTAGES.recovered(KAFKA)
             self.committed_offsets.update(offsets)
             log.debug("offsets committed in %.1f ms", (time.perf_counter() - began) * 1000)
         except (CommitFailedError, KafkaError) as exc:
             # The partitions moved to another member; it will re-read them and skip what we applied.
-            log.warning("offset commit failed (%s); redelivered events will be recognised as duplicates", exc)
+            # (Or the broker is away: one outage line, and the next batch's commit carries these offsets too.)
+            if not report_outage(exc):
+                log.warning("offset commit failed (%s); redelivered events will be recognised as duplicates", exc)
 
     async def _apply(self, records: list[InputRecord], decoded):
         """Apply a batch, waiting out database outages; None when asked to stop meanwhile."""
         delay = 0.5
         while True:
             try:
-                return await asyncio.to_thread(self.processor.process, records, decoded)
+                result = await asyncio.to_thread(self.processor.process, records, decoded)
+                OUTAGES.recovered(DATABASE)
+                return result
             except Exception as exc:
                 if not transient_database_error(exc):
                     raise
-                log.warning("database unavailable (%s); retrying the batch in %.1fs", exc.__class__.__name__, delay)
+                OUTAGES.failed(DATABASE, exc)  # one line per outage, a reminder every 30 s
+                self.ops.database_retry()
                 try:
                     await asyncio.wait_for(self.stop.wait(), delay)
                     return None
@@ -225,13 +247,17 @@ class Service:
         while not self.stop.is_set():
             try:
                 escalated = await asyncio.to_thread(self.timer.escalate_due)
+                OUTAGES.recovered(DATABASE)
+                self.ops.escalated(escalated)
                 if escalated:
                     self.relay.notify()
                     continue
-            except Exception:  # a database hiccup must not end the timers
-                log.exception("escalation round failed")
-            try:
-                await asyncio.wait_for(self.stop.wait(), self.settings.timer_interval_s)
+            except Exception as exc:  # a database hiccup must not end the timers
+                if not report_outage(exc):
+                    log.exception("escalation round failed")
+            try:  # while the database is away, look less often
+                await asyncio.wait_for(self.stop.wait(), max(self.settings.timer_interval_s,
+                                                             2.0 if OUTAGES.is_down(DATABASE) else 0.0))
             except asyncio.TimeoutError:
                 pass
 
@@ -247,10 +273,26 @@ class Service:
                         if await asyncio.to_thread(self.processor.rejudge, roots[start:start + 200]):
                             self.relay.notify()
                     reviewed_on = today
-                except Exception:
-                    log.exception("daily review failed; will try again")
+                except Exception as exc:
+                    if not report_outage(exc):
+                        log.exception("daily review failed; will try again")
             try:
                 await asyncio.wait_for(self.stop.wait(), 60)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _notice_kafka_back(self) -> None:
+        """While Kafka is reported away, ask the broker for metadata every 2 s: the consumer's fetches
+        do not fail when it is away (they come back empty), so the first answer is what says it is back."""
+        while not self.stop.is_set():
+            if OUTAGES.is_down(KAFKA) and self.producer is not None:
+                try:
+                    if await asyncio.wait_for(self.producer.client.force_metadata_update(), 10):
+                        OUTAGES.recovered(KAFKA)
+                except Exception:
+                    pass
+            try:
+                await asyncio.wait_for(self.stop.wait(), 2.0)
             except asyncio.TimeoutError:
                 pass
 
@@ -260,6 +302,7 @@ class Service:
 
 async def run_service(settings: Settings, stop_early: threading.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT, then finish the batch in hand, commit, and leave the group."""
+    install_calm_logging(settings.secret_values())  # aiokafka's reconnection floods tamed, passwords blanked
     service = Service(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -27,6 +27,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from services.cli_broker import broker_app
 from services.config import Settings
+from services.observability.cli_errors import friendly_errors, set_debug
+from services.ops_cli import register_ops_commands
 
 app = typer.Typer(
     name="onevoice",
@@ -40,13 +42,29 @@ app.add_typer(broker_app, name="broker")
 console = Console()
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", envvar="ONEVOICE_DEBUG",
+                                             help="Show the full traceback when a command fails.")] = False) -> None:
+    """onevoice: one consistent message to the key account."""
+    set_debug(debug)
+
+
+def _logging(verbose: bool, settings: Settings | None = None) -> None:
+    """ONEVOICE_LOG_LEVEL and ONEVOICE_LOG_FORMAT (text|json); --verbose: DEBUG, library start-up lines too."""
+    from services.observability.logs import setup_logging
+
+    settings = settings or Settings()
+    setup_logging(settings.log_level, settings.log_format, verbose=verbose)
+    try:
+        from services.redact import install_secrets_filter
+    except ImportError:
+        return
+    secrets = getattr(settings, "secret_values", lambda: [])()
+    install_secrets_filter(secrets)
 
 
 @app.command()
+@friendly_errors
 def run(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
     """Run the whole service (consumers, outbox relay, escalation timers, ops stream) until SIGTERM/SIGINT.
 
@@ -57,11 +75,13 @@ def run(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug log
         signal.signal(sig, lambda *_: STOP_EARLY.set())
     from consumers.service import run_service
 
-    _logging(verbose)
-    asyncio.run(run_service(Settings(), stop_early=STOP_EARLY))
+    settings = Settings()
+    _logging(verbose, settings)
+    asyncio.run(run_service(settings, stop_early=STOP_EARLY))
 
 
 @app.command()
+@friendly_errors
 def replay(
     file: Annotated[Path, typer.Argument(help="JSON-lines file, one CloudEvent per line.", exists=True, dir_okay=False,
                                          metavar="FILE")],
@@ -134,6 +154,8 @@ def demo(
     if failures:
         raise typer.Exit(1)
 
+
+register_ops_commands(app)
 
 if __name__ == "__main__":
     app()
