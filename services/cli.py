@@ -39,6 +39,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(broker_app, name="broker")
+from services.notify.cli import notify_app  # noqa: E402  (notifications: `onevoice notify`, `notify prefs`)
+
+app.add_typer(notify_app, name="notify")
 console = Console()
 
 

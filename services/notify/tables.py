@@ -54,7 +54,7 @@ class NotifyAlertRow(SQLModel, table=True):
     key_account_id: str = Field(max_length=128)
     assignee: str = Field(max_length=128)
     recipients: str  # JSON list
-    updated_at: str
+    version_key: str = Field(max_length=40)  # updated_at (fixed width) + status rank: newest wins, in SQL too
     payload: str  # JSON: the newest kam.alerts message
     remind_at: str | None = None  # halfway to due_at for high/critical alerts, until reminded
     reminded: bool = False
