@@ -46,7 +46,7 @@ def upgrade() -> None:
         sa.Column('key_account_id', sa.String(length=128), nullable=False),
         sa.Column('assignee', sa.String(length=128), nullable=False),
         sa.Column('recipients', sa.String(), nullable=False),
-        sa.Column('updated_at', sa.String(), nullable=False),
+        sa.Column('version_key', sa.String(length=40), nullable=False),
         sa.Column('payload', sa.String(), nullable=False),
         sa.Column('remind_at', sa.String(), nullable=True),
         sa.Column('reminded', sa.Boolean(), nullable=False),
