@@ -42,6 +42,10 @@ app.add_typer(broker_app, name="broker")
 from services.notify.cli import notify_app  # noqa: E402  (notifications: `onevoice notify`, `notify prefs`)
 
 app.add_typer(notify_app, name="notify")
+from services.web.cli import token_app, web as web_command  # noqa: E402  (the inbox: `onevoice web`, `token`)
+
+app.add_typer(token_app, name="token")
+app.command("web")(web_command)
 console = Console()
 
 

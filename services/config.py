@@ -47,6 +47,17 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = Field(None, description="CA certificate(s), PEM, that signed the broker's")
     kafka_ssl_certfile: Path | None = Field(None, description="client certificate, PEM (mutual TLS)")
     kafka_ssl_keyfile: Path | None = Field(None, description="client private key, PEM (mutual TLS)")
+    # The KAM inbox (`onevoice web`, services/web).
+    web_trusted_header: str | None = Field(None, description="header an SSO proxy sets to the signed-in person id; "
+                                           "off when unset (only set it behind a proxy that strips it from clients)")
+    web_admins: str = Field("", description="comma-separated person ids that are admins when signed in by the "
+                                            "trusted header (token holders are admins by their token)")
+    web_session_hours: float = Field(12.0, gt=0, description="how long a browser stays signed in")
+    web_sign_in_limit: int = Field(10, ge=1, description="failed sign-ins per client within the window before 429")
+    web_sign_in_window_s: float = Field(300.0, gt=0)
+    web_secure_cookies: bool = Field(False, description="mark cookies Secure even when the app sees plain HTTP "
+                                                        "(TLS ends at a proxy); HTTPS requests always get Secure")
+    web_decision_source: str = Field("onevoice/web", description="CloudEvents source of the decisions it publishes")
     # Notifications (`onevoice notify`, services/notify): e-mail, chat webhooks, reminders, the daily digest.
     smtp_url: str = Field("smtp://127.0.0.1:25", description="smtp://user:pass@host:587?starttls=true, or "
                           "smtps://… for implicit TLS; `timeout=` seconds also accepted")
