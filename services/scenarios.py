@@ -38,8 +38,10 @@ def decision_event(scenario: str, index: int, alert_id: str, decide: dict) -> di
                      "comment": None}}
 
 
-def summarise(alerts: list[dict], instructions: list[dict], dead_letters: list[dict]) -> dict:
-    """The outputs in the shape of a scenario's `expect` (alerts by fingerprint, instructions by ref_id)."""
+def summarise(alerts: list[dict], instructions: list[dict], dead_letters: list[dict],
+              notices: list[dict] | None = None) -> dict:
+    """The outputs in the shape of a scenario's `expect` (alerts by fingerprint, instructions by ref_id,
+    notices by kind, key account and subject; a notice sent twice is listed twice)."""
     by_fingerprint: dict[str, list[dict]] = defaultdict(list)
     for alert in alerts:
         by_fingerprint[alert["fingerprint"]].append(alert)
@@ -58,11 +60,18 @@ def summarise(alerts: list[dict], instructions: list[dict], dead_letters: list[d
         by_ref[instruction["ref_id"]].append(action)
     return {"alerts": summary_alerts,
             "instructions": [{"ref_id": ref, "actions": actions} for ref, actions in sorted(by_ref.items())],
-            "dlq": dict(sorted(Counter(d["error"]["code"] for d in dead_letters).items()))}
+            "dlq": dict(sorted(Counter(d["error"]["code"] for d in dead_letters).items())),
+            "notices": _sorted_notices({"kind": n["kind"], "key_account_id": n["key_account_id"], "about": n["about"],
+                                        "recipients": n["recipients"]} for n in notices or [])}
 
 
 def normalised_expectation(scenario: dict) -> dict:
     expect = scenario["expect"]
     return {"alerts": sorted(expect["alerts"], key=lambda a: a["fingerprint"]),
             "instructions": sorted(expect["instructions"], key=lambda i: i["ref_id"]),
-            "dlq": dict(sorted(expect["dlq"].items()))}
+            "dlq": dict(sorted(expect["dlq"].items())),
+            "notices": _sorted_notices(expect.get("notices", []))}
+
+
+def _sorted_notices(notices) -> list[dict]:
+    return sorted(notices, key=lambda n: (n["kind"], n["key_account_id"], n["about"], n["recipients"]))

@@ -62,4 +62,5 @@ def run_in_process(scenario: dict, database_url: str) -> dict:
     engine.dispose()
     return summarise([v for tp, v in result if tp == "kam.alerts"],
                      [v for tp, v in result if tp == "kam.instructions"],
-                     [v for tp, v in result if tp == "kam.dlq"])
+                     [v for tp, v in result if tp == "kam.dlq"],
+                     [v for tp, v in result if tp == "kam.notices"])

@@ -920,3 +920,13 @@ def dumps(value) -> str:
     orjson, because encoding every output and alert column was 8 % of the processing time.
     """
     return orjson.dumps(value, default=str, option=_DUMP_OPTIONS).decode()
+
+
+def account_from_row(row: dict) -> Account:
+    """An account from a stored row."""
+    return _account(row)
+
+
+def agreement_from_row(row: dict) -> Agreement:
+    """An agreement from a stored row."""
+    return _agreement(row)

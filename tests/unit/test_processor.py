@@ -51,14 +51,16 @@ def test_a_redelivered_bad_message_is_dead_lettered_once(sqlite_url):
 
 def test_an_event_that_cannot_be_applied_becomes_a_dead_letter_and_the_rest_applies(sqlite_url, monkeypatch):
     engine, processor = _processor(sqlite_url)
-    original = Processor._on_account_upserted
+    from services.handlers import HANDLERS
 
-    def explode_on_b(self, batch, record, event):
+    original = HANDLERS["account.upserted"]
+
+    def explode_on_b(batch, settings, record, event):
         if event.data.account_id == "B":
             raise RuntimeError("boom")
-        return original(self, batch, record, event)
+        return original(batch, settings, record, event)
 
-    monkeypatch.setattr(Processor, "_on_account_upserted", explode_on_b)
+    monkeypatch.setitem(HANDLERS, "account.upserted", explode_on_b)
     processor.process([InputRecord("crm.accounts", 0, i, None, _event(f"e{i}", name))
                        for i, name in enumerate(["A", "B", "C"])])
     with engine.connect() as conn:
@@ -114,10 +116,12 @@ def test_when_every_event_fails_the_processor_stops_instead_of_dead_lettering_ev
 
     engine, processor = _processor(sqlite_url)
 
-    def always_broken(self, batch, record, event):
+    from services.handlers import HANDLERS
+
+    def always_broken(batch, settings, record, event):
         raise RuntimeError("a bug of ours")
 
-    monkeypatch.setattr(Processor, "_on_account_upserted", always_broken)
+    monkeypatch.setitem(HANDLERS, "account.upserted", always_broken)
     records = [InputRecord("crm.accounts", 0, i, None, _event(f"b{i}", f"X{i}")) for i in range(40)]
     with pytest.raises(RuntimeError):
         processor.process(records)

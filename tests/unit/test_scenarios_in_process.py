@@ -21,13 +21,13 @@ def test_every_output_fits_the_contract_models(name, tmp_path):
 
     from sqlalchemy import select
 
-    from schemas.outputs import AlertMessage, DeadLetter, InstructionMessage
+    from schemas.export import OUTPUT_MODELS
     from services.store import tables as t
     from services.store.db import make_engine
 
     url = f"sqlite:///{tmp_path}/s.db"
     run_in_process(SCENARIOS[name], url)
-    models = {"kam.alerts": AlertMessage, "kam.instructions": InstructionMessage, "kam.dlq": DeadLetter}
+    models = OUTPUT_MODELS
     engine = make_engine(url)
     with engine.connect() as conn:
         rows = conn.execute(select(t.outbox)).all()
@@ -35,3 +35,18 @@ def test_every_output_fits_the_contract_models(name, tmp_path):
     assert rows
     for row in rows:
         models[row.topic].model_validate(json.loads(row.value))
+
+
+def test_the_bundled_scenarios_are_the_shared_ones():
+    """The demo and the in-process tests use copies of ../shared/scenarios: they must not drift apart."""
+    from pathlib import Path
+
+    shared = Path(__file__).resolve().parents[3] / "shared" / "scenarios"
+    if not shared.is_dir():
+        pytest.skip(f"no shared scenarios beside the checkout ({shared})")
+    bundled = Path(__file__).resolve().parents[2] / "services" / "demo_scenarios"
+    shared_files = {p.name: p.read_bytes() for p in shared.glob("*.json")}
+    bundled_files = {p.name: p.read_bytes() for p in bundled.glob("*.json")}
+    assert sorted(bundled_files) == sorted(shared_files)
+    for name, content in shared_files.items():
+        assert bundled_files[name] == content, f"services/demo_scenarios/{name} differs from {shared / name}"

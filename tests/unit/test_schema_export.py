@@ -39,7 +39,7 @@ def test_event_schema_is_the_full_envelope_with_typed_data(tmp_path):
     assert props["specversion"]["const"] == "1.0"
     data = document["$defs"]["PriceAgreed"]
     assert data["properties"]["price"]["type"] == "string"
-    assert data["properties"]["price"]["pattern"] == r"^[0-9]+(\.[0-9]+)?$"
+    assert data["properties"]["price"]["pattern"] == r"^[0-9]{1,15}(\.[0-9]{1,6})?$"
     assert data["properties"]["currency"]["pattern"] == "^[A-Z]{3}$"
     assert data["properties"]["version"]["type"] == "integer"
     assert data["properties"]["valid_from"]["format"] == "date"

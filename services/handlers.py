@@ -1,0 +1,341 @@
+"""One handler per event type (CONTRACT §3, §4, §5): apply the event to the state, say what changed.
+
+`HANDLERS` maps each type to its handler; `KEY_ACCOUNTS_TOUCHED` maps it to what the event will
+change or read of the key accounts' judged state, known *before* it is applied — the processor
+judges a key account that an earlier event of the batch changed before it applies the next
+event touching it, so outputs never depend on where a batch happened to end.
+
+Agreement conflicts are judged later, per key account (services/judging.py); exceptions
+(dunning, scarce stock, handover) and notices are decided here, when their event arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic_core import from_json  # our own JSON columns: the faster parser reads them exactly
+
+from schemas.decode import Event
+from services.batch import Batch
+from services.config import Settings
+from services.domain import CLOSED_STATUSES, iso
+from services.inputs import InputRecord
+from services.rules.alerts import DUNNING_ONLY, STATUS_AFTER, refuse_decision
+from services.rules.exceptions import allocate, is_shortage, judge_dunning, stock_findings
+from services.rules.notices import HANDOVER_RULE, commitment_notice, handover_finding, tier_change_notice
+from services.store import tables as t
+from services.store.queries import key_account_picture
+from services.store.state import StateRepository, agreement_from_row, dumps
+
+AGREEMENT_KINDS = {"price.agreed": "price", "contract.negotiated": "contract", "service.agreed": "service"}
+#: the columns of an agreement row that come straight from the event's data (CONTRACT §3)
+AGREEMENT_FIELDS = ("agreement_id", "version", "account_id", "agreed_by", "scope", "country", "product_id", "currency",
+                    "contract_type", "status", "service_id", "charge")
+
+Handler = Callable[[Batch, Settings, InputRecord, Event], None]
+
+
+def ref(event: Event) -> str:
+    """`caused_by` of everything the event causes."""
+    return f"{event.source}/{event.id}"
+
+
+def _stamp(event: Event) -> tuple[str, str]:
+    """Last-writer-wins order of master data: event time, then event id."""
+    return iso(event.time), event.id
+
+
+def _not_newer(stamp: tuple[str, str], stored: dict | None) -> bool:
+    """Whether an event stamped `stamp` is stale against the stored row (older or the same)."""
+    return stored is not None and (stored["event_time"], stored["event_id"]) >= stamp
+
+
+def _day(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+# -- master data ---------------------------------------------------------------------------------
+
+def on_account_upserted(batch: Batch, settings: Settings, record: InputRecord, event: Event) -> None:
+    repo, data = batch.repo, event.data
+    stamp = _stamp(event)
+    current = repo.get(t.accounts, data.account_id)
+    if _not_newer(stamp, current):
+        batch.result.stale += 1
+        return
+    if data.parent_id is not None and repo.ancestors_reach(data.parent_id, data.account_id):
+        batch.dead_letter(record, "invalid_data",
+                          f"parent_id {data.parent_id!r} would make {data.account_id!r} its own ancestor")
+        return
+    repo.put(t.accounts, dict(account_id=data.account_id, name=data.name, parent_id=data.parent_id,
+                              country=data.country, tier=data.tier,
+                              root_id=current["root_id"] if current else data.account_id,
+                              event_time=stamp[0], event_id=stamp[1]))
+    unchanged_parent = current is not None and current["parent_id"] == data.parent_id
+    old_roots = {} if unchanged_parent else repo.reroot(data.account_id)
+    for root in {current["root_id"] if current else None, *old_roots.values(), repo.root_of(data.account_id)}:
+        batch.touch(root, ref(event))
+    if current is not None and repo.root_of(data.account_id) == data.account_id:
+        _tier_changed(batch, settings, event, old_tier=current["tier"])
+
+
+def _tier_changed(batch: Batch, settings: Settings, event: Event, old_tier: str) -> None:
+    """A root account promoted to a key account (or demoted): the team hears it, and a handover opens (or ends)."""
+    repo, account_id = batch.repo, event.data.account_id
+    promoted, demoted = old_tier == "none" and event.data.tier != "none", old_tier != "none" and event.data.tier == "none"
+    if not (promoted or demoted):
+        return
+    key_account = repo.account(account_id)
+    team = repo.teams([account_id])[account_id]
+    kind = "key_account_promoted" if promoted else "key_account_demoted"
+    _send_notice(batch, tier_change_notice(kind, key_account, team, settings.fallback_assignee, old_tier), event)
+    if demoted:
+        for alert in repo.open_alerts_for(HANDOVER_RULE, account_id):
+            batch.change_status(alert, "resolved", ref(event))
+        return
+    accounts, agreements, alerts = key_account_picture(repo, account_id)
+    finding = handover_finding(key_account, accounts, team, agreements, alerts, settings.fallback_assignee,
+                               batch.now.date())
+    batch.open_alert(finding, ref(event), ref_id=account_id)
+
+
+def on_team_member_assigned(batch: Batch, settings: Settings, record: InputRecord, event: Event,
+                            present: bool = True) -> None:
+    repo, data = batch.repo, event.data
+    stamp = _stamp(event)
+    current = repo.get(t.team_members, data.account_id, data.person_id, data.role)
+    if _not_newer(stamp, current):
+        batch.result.stale += 1
+        return
+    if repo.account(data.account_id) is None:
+        batch.result.unknown_accounts += 1
+    repo.put(t.team_members, dict(account_id=data.account_id, person_id=data.person_id, role=data.role,
+                                  country=data.country, name=data.name, email=data.email, present=present,
+                                  event_time=stamp[0], event_id=stamp[1]))
+    batch.touch(repo.root_of(data.account_id), ref(event))
+
+
+def on_team_member_removed(batch: Batch, settings: Settings, record: InputRecord, event: Event) -> None:
+    on_team_member_assigned(batch, settings, record, event, present=False)
+
+
+# -- agreements and promotions -------------------------------------------------------------------
+
+def on_agreement(batch: Batch, settings: Settings, record: InputRecord, event: Event) -> None:
+    """A price, contract or service: a newer version replaces the stored one; the maker's KAM is told."""
+    repo, data = batch.repo, event.data
+    previous = repo.get(t.agreements, data.agreement_id)
+    if previous is not None and previous["version"] >= data.version:
+        batch.result.stale += 1
+        return
+    fields = data.__dict__  # the model's fields; those another agreement type lacks are None
+    values = {name: fields.get(name) for name in AGREEMENT_FIELDS}
+    values.update(kind=AGREEMENT_KINDS[event.type], valid_from=_day(data.valid_from),
+                  valid_to=_day(fields.get("valid_to")),
+                  price=None if fields.get("price") is None else str(data.price))
+    repo.put(t.agreements, values)
+    if repo.account(data.account_id) is None:
+        batch.result.unknown_accounts += 1
+    batch.touch_agreement(repo.root_of(data.account_id), ref(event), data.agreement_id)
+    if previous is not None:
+        batch.touch_agreement(repo.root_of(previous["account_id"]), ref(event), data.agreement_id)
+    key_account = repo.key_account_of(data.account_id)
+    if key_account is not None:
+        team = repo.teams([key_account.account_id])[key_account.account_id]
+        notice = commitment_notice(agreement_from_row(values), repo.account(data.account_id), key_account, team,
+                                   settings.fallback_assignee)
+        _send_notice(batch, notice, event)
+
+
+def on_agreement_withdrawn(batch: Batch, settings: Settings, record: InputRecord, event: Event) -> None:
+    repo, data = batch.repo, event.data
+    previous = repo.get(t.agreements, data.agreement_id)
+    if previous is not None and previous["version"] >= data.version:
+        batch.result.stale += 1
+        return
+    values = dict(previous) if previous is not None else {
+        name: None for name in (*AGREEMENT_FIELDS, "valid_from", "valid_to", "price")}
+    values.update(agreement_id=data.agreement_id, version=data.version, kind="withdrawal")
+    repo.put(t.agreements, values)
+    if previous is not None:
+        batch.touch_agreement(repo.root_of(previous["account_id"]), ref(event), data.agreement_id)
+
+
+def on_promotion_launched(batch: Batch, settings: Settings, record: InputRecord, event: Event) -> None:
+    repo, data = batch.repo, event.data
+    stamp = _stamp(event)
+    old = repo.get(t.promotions, data.promotion_id)
+    if _not_newer(stamp, old):
+        batch.result.stale += 1
+        return
+    repo.put(t.promotions, dict(
+        promotion_id=data.promotion_id, country=data.country, product_id=data.product_id, price=str(data.price),
+        currency=data.currency, valid_from=_day(data.valid_from), valid_to=_day(data.valid_to),
+        audience=data.audience, launched_by=data.launched_by, event_time=stamp[0], event_id=stamp[1]))
+    for root in _undercut_roots(repo, event, old):
+        batch.touch_agreement(root, ref(event), data.promotion_id)
+
+
+def _undercut_roots(repo: StateRepository, event: Event, old: dict | None) -> set[str]:
+    """The key accounts a promotion (as launched now, and as it was) may undercut."""
+    data = event.data
+    pairs = {(data.country, data.product_id), *([(old["country"], old["product_id"])] if old else [])}
+    return {root for country, product in pairs for root in repo.key_accounts_undercut_in(country, product)}
+
+
+# -- exceptions ----------------------------------------------------------------------------------
+
+def on_dunning_triggered(batch: Batch, settings: Settings, record: InputRecord, event: Event) -> None:
+    repo, data = batch.repo, event.data
+    account = repo.account(data.account_id)
+    if account is None:
+        batch.result.unknown_accounts += 1
+    key_account = repo.key_account_of(data.account_id)
+    team = repo.teams([key_account.account_id])[key_account.account_id] if key_account else None
+    outcome = judge_dunning(data, account, key_account, team, settings.fallback_assignee)
+    alert_id = None
+    if outcome.finding is not None:
+        alert_id = batch.open_alert(outcome.finding, ref(event), ref_id=data.dunning_id,
+                                    awaiting_decision=outcome.action == "hold")
+    batch.instruct(kind="dunning", ref_id=data.dunning_id, action=outcome.action, account_id=data.account_id,
+                   key_account_id=key_account and key_account.account_id, reason=outcome.reason, alert_id=alert_id,
+                   caused_by=ref(event), allocation=[])
+
+
+def on_stock_shortage(batch: Batch, settings: Settings, record: InputRecord, event: Event) -> None:
+    """Allocate a shortage; a newer report of the item resolves the older one's alerts, relieved or not."""
+    repo, data = batch.repo, event.data
+    shortage = is_shortage(data)
+    key_account_of_order, allocation = {}, []
+    if shortage:
+        for order in data.orders:
+            key_account = repo.key_account_of(order.account_id)
+            if key_account is not None:
+                key_account_of_order[order.order_id] = key_account
+        tiers = {order_id: ka.tier for order_id, ka in key_account_of_order.items()}
+        allocation = allocate(data.orders, data.available_qty, tiers)
+        batch.instruct(kind="allocation", ref_id=data.item_id, action="allocate", account_id=None,
+                       key_account_id=None, allocation=[{"order_id": o, "qty": q} for o, q in allocation],
+                       reason=f"{data.available_qty} available for {sum(o.qty for o in data.orders)} ordered; "
+                              f"ranked by key-account tier, then order time", caused_by=ref(event))
+    stamp = _stamp(event)
+    current = repo.get(t.shortages, data.item_id)
+    if _not_newer(stamp, current):
+        batch.result.stale += 1
+        return
+    repo.put(t.shortages, dict(item_id=data.item_id, event_time=stamp[0], event_id=stamp[1]))
+    for old in repo.open_alerts_for("scarce_stock_allocation", data.item_id):
+        batch.change_status(old, "resolved", ref(event))
+    if not shortage:
+        return
+    teams = repo.teams({ka.account_id for ka in key_account_of_order.values()})
+    for finding in stock_findings(data, allocation, key_account_of_order, teams, settings.fallback_assignee):
+        batch.open_alert(finding, ref(event), ref_id=data.item_id)
+
+
+# -- decisions -----------------------------------------------------------------------------------
+
+def on_decision_made(batch: Batch, settings: Settings, record: InputRecord, event: Event) -> None:
+    """Apply a KAM's decision if the shared policy (services/rules/alerts.py) allows it; else a dead letter."""
+    repo, data = batch.repo, event.data
+    alert = repo.alert(data.alert_id)
+    if alert is None:
+        return _refuse(batch, record, event, "unknown_alert", f"no alert {data.alert_id!r}")
+    team = repo.teams([alert["key_account_id"]])[alert["key_account_id"]]
+    refusal = refuse_decision(data.decision, data.decided_by, rule=alert["rule"], status=alert["status"],
+                              key_account_id=alert["key_account_id"], team=team)
+    if refusal is not None:
+        return _refuse(batch, record, event, refusal.code, refusal.message)
+    status = STATUS_AFTER[data.decision]
+    extra = {"closed_by_decision": status in CLOSED_STATUSES}
+    decided = {"decision": data.decision, "decided_by": data.decided_by, "comment": data.comment}
+    if data.decision in DUNNING_ONLY:
+        extra["awaiting_decision"] = False
+        decided["instruction"] = data.decision
+    extra["data"] = dumps(dict(from_json(alert["data"]), **decided))
+    batch.change_status(alert, status, ref(event), decided_by=data.decided_by, comment=data.comment, **extra)
+    batch.record_outcome(event.source, event.id, data, "applied")
+    if data.decision in DUNNING_ONLY:
+        batch.instruct(kind="dunning", ref_id=alert["ref_id"], action=data.decision, account_id=alert["account_id"],
+                       key_account_id=alert["key_account_id"],
+                       reason=f"decided by {data.decided_by}" + (f": {data.comment}" if data.comment else ""),
+                       alert_id=alert["alert_id"], decided_by=data.decided_by, caused_by=ref(event), allocation=[])
+
+
+def _refuse(batch: Batch, record: InputRecord, event: Event, code: str, message: str) -> None:
+    batch.dead_letter(record, code, message)
+    batch.record_outcome(event.source, event.id, event.data, "rejected", code, message)
+
+
+def _send_notice(batch: Batch, notice, event: Event) -> None:
+    if notice is not None:
+        batch.notify(kind=notice.kind, key_account_id=notice.key_account_id, account_id=notice.account_id,
+                     about=notice.about, recipients=list(notice.recipients), title=notice.title,
+                     detail=notice.detail, caused_by=ref(event))
+
+
+HANDLERS: dict[str, Handler] = {
+    "account.upserted": on_account_upserted,
+    "team.member_assigned": on_team_member_assigned,
+    "team.member_removed": on_team_member_removed,
+    "price.agreed": on_agreement,
+    "contract.negotiated": on_agreement,
+    "service.agreed": on_agreement,
+    "agreement.withdrawn": on_agreement_withdrawn,
+    "promotion.launched": on_promotion_launched,
+    "dunning.triggered": on_dunning_triggered,
+    "stock.shortage": on_stock_shortage,
+    "decision.made": on_decision_made,
+}
+
+
+# -- which key accounts an event will touch, before it is applied --------------------------------
+
+def _account_roots(repo: StateRepository, event: Event) -> set[str]:
+    data = event.data
+    current = repo.get(t.accounts, data.account_id)
+    parent = repo.account(data.parent_id) if data.parent_id is not None else None
+    return {current["root_id"] if current else data.account_id, parent.root_id if parent else data.account_id}
+
+
+def _team_roots(repo: StateRepository, event: Event) -> set[str]:
+    return {repo.root_of(event.data.account_id)}
+
+
+def _agreement_roots(repo: StateRepository, event: Event) -> set[str]:
+    previous = repo.get(t.agreements, event.data.agreement_id)
+    roots = {repo.root_of(previous["account_id"])} if previous is not None and previous["account_id"] else set()
+    account_id = getattr(event.data, "account_id", None)
+    if account_id is not None:
+        roots.add(repo.root_of(account_id))
+    return roots
+
+
+def _promotion_roots(repo: StateRepository, event: Event) -> set[str]:
+    return _undercut_roots(repo, event, repo.get(t.promotions, event.data.promotion_id))
+
+
+def _decision_roots(repo: StateRepository, event: Event) -> set[str]:
+    alert = repo.alert(event.data.alert_id)
+    return {alert["key_account_id"]} if alert is not None else set()
+
+
+def _no_roots(repo: StateRepository, event: Event) -> set[str]:
+    return set()  # exceptions neither change nor read what judging decides
+
+
+KEY_ACCOUNTS_TOUCHED: dict[str, Callable[[StateRepository, Event], set[str]]] = {
+    "account.upserted": _account_roots,
+    "team.member_assigned": _team_roots,
+    "team.member_removed": _team_roots,
+    "price.agreed": _agreement_roots,
+    "contract.negotiated": _agreement_roots,
+    "service.agreed": _agreement_roots,
+    "agreement.withdrawn": _agreement_roots,
+    "promotion.launched": _promotion_roots,
+    "dunning.triggered": _no_roots,
+    "stock.shortage": _no_roots,
+    "decision.made": _decision_roots,
+}
+
+assert set(HANDLERS) == set(KEY_ACCOUNTS_TOUCHED)

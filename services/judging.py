@@ -1,0 +1,99 @@
+"""Judging key accounts: evaluate the agreement rules on a key account's current state and reconcile
+its conflict alerts with what holds now (CONTRACT §5).
+
+New findings open alerts, findings that no longer hold resolve theirs, and a finding closed by
+a decision stays closed while its agreement versions are the same. The rules themselves are
+pure (services/rules/agreements.py); this module reads their input from the repository.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+from collections import defaultdict
+from collections.abc import Callable
+
+from services.batch import Batch
+from services.domain import CLOSED_STATUSES, Finding, KeyAccountView
+from services.rules.agreements import CONFLICT_RULES, evaluate_key_account
+from services.store.bulk import pipelined
+from services.store.state import EVENT_STATE_TABLES, related_agreements
+
+
+def judge_key_accounts(batch: Batch, fallback: str, lock: Callable[[Batch, set[str]], bool]) -> None:
+    """Re-evaluate every key account the batch touched since it was last judged; reconcile its alerts.
+
+    A key account changed as a whole (team, hierarchy) is judged whole; one where only some
+    agreements or promotions changed is judged on the conflicts those can take part in. `lock`
+    takes the key accounts' locks and says whether what was read before them is still current.
+    """
+    if not batch.dirty:
+        return
+    repo = batch.repo
+    if not lock(batch, set(batch.dirty)) and repo.conn.dialect.name == "postgresql":
+        repo.forget_all()
+    roots = sorted(batch.dirty)
+    partial = {root: ids for root, ids in batch.changed.items() if root not in batch.whole}
+    related = related_agreements(repo, partial)
+    states = repo.key_account_states(roots, batch.whole, CONFLICT_RULES, partial)
+    teams = repo.teams(roots)
+    agreements_by_root = {}
+    pairs = set()
+    for root in roots:
+        state = states[root]
+        agreements = list(state.agreements.values())
+        if root in partial:
+            agreements = related(root, agreements)
+        agreements_by_root[root] = agreements
+        products = {a.product_id for a in agreements if a.kind == "price" and a.scope == "global"}
+        pairs.update((a.country, p) for a in state.accounts.values() for p in products)
+    promotions_by_country = defaultdict(list)
+    for (country, _), found in (repo.promotions_for(pairs) if pairs else {}).items():
+        promotions_by_country[country].extend(found)
+    today = batch.now.date()
+    # Nothing below reads the store: the events' state writes are sent now and PostgreSQL applies
+    # them while the key accounts are judged, instead of in the final round trip after it.
+    with pipelined(repo.conn) if repo.has_pending(*EVENT_STATE_TABLES) else contextlib.nullcontext():
+        repo.flush(*EVENT_STATE_TABLES)
+        for root in roots:
+            members = states[root].accounts
+            findings: list[Finding] = []
+            key_account = members.get(root)
+            if key_account is not None and key_account.tier != "none":
+                countries = sorted({a.country for a in members.values()})
+                promotions = tuple(p for country in countries for p in promotions_by_country.get(country, ()))
+                view = KeyAccountView(key_account, members, teams[root], tuple(agreements_by_root[root]), promotions)
+                findings = evaluate_key_account(view, today, fallback)
+            alerts = list(states[root].alerts.values())
+            if root in partial:
+                ids = partial[root]
+                findings = [f for f in findings if ids.intersection(f.evidence)]
+                alerts = [a for a in alerts if not ids.isdisjoint(evidence_ids(a["evidence"]))]
+            reconcile(batch, alerts, findings, batch.dirty[root])
+    batch.judged()
+
+
+def reconcile(batch: Batch, existing: list[dict], findings: list[Finding], caused_by: str) -> None:
+    """Open, refresh or resolve a key account's conflict alerts so they match the findings that hold."""
+    open_by_fingerprint = {a["fingerprint"]: a for a in existing if a["status"] not in CLOSED_STATUSES}
+    decided = {(a["fingerprint"], a["versions"]) for a in existing if a["closed_by_decision"]}
+    holding = set()
+    for finding in findings:
+        holding.add(finding.fingerprint)
+        current = open_by_fingerprint.get(finding.fingerprint)
+        if current is not None:
+            if current["versions"] != finding.versions:
+                batch.refresh_alert(current, finding)
+            continue
+        if (finding.fingerprint, finding.versions) not in decided:
+            batch.open_alert(finding, caused_by)
+    for fingerprint, alert in open_by_fingerprint.items():
+        if fingerprint not in holding:
+            batch.change_status(alert, "resolved", caused_by)
+
+
+@functools.lru_cache(maxsize=65536)
+def evidence_ids(evidence: str) -> frozenset[str]:
+    """The ids in an alert's stored evidence (a JSON list); parsed once per distinct text."""
+    return frozenset(json.loads(evidence))
