@@ -126,7 +126,8 @@ class Service:
         await self.producer.start()
         await self.consumer.start()
         self.relay = OutboxRelay(self.engine, self.producer, instance=self.instance, clock=self.clock,
-                                 bootstrap=self.settings, lease_ttl_s=self.settings.relay_lease_s)
+                                 bootstrap=self.settings, lease_ttl_s=self.settings.relay_lease_s,
+                                 producer_factory=self._new_producer)
         ops = self.ops
         ops.producer = self.producer
         ops.latency.watch(self.relay)
@@ -280,6 +281,11 @@ class Service:
                 await asyncio.wait_for(self.stop.wait(), 60)
             except asyncio.TimeoutError:
                 pass
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        """The relay's replacement producer after the broker refused a batch (same settings as the first)."""
+        return kafka_clients.producer(self.settings, enable_idempotence=True, acks="all", linger_ms=2,
+                                      max_request_size=2 * 1024 * 1024, max_batch_size=256 * 1024)
 
     async def _notice_kafka_back(self) -> None:
         """While Kafka is reported away, ask the broker for metadata every 2 s: the consumer's fetches

@@ -82,9 +82,15 @@ def run(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug log
         signal.signal(sig, lambda *_: STOP_EARLY.set())
     from consumers.service import run_service
 
+    from services.outages import StartupFailed
+
     settings = Settings()
     _logging(verbose, settings)
-    asyncio.run(run_service(settings, stop_early=STOP_EARLY))
+    try:
+        asyncio.run(run_service(settings, stop_early=STOP_EARLY))
+    except StartupFailed as exc:  # the database or the broker never answered: one line, no traceback
+        sys.stderr.write(f"error: {exc}\n")
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -102,7 +108,7 @@ def replay(
     with Progress(TextColumn("[bold]replay[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as progress:
         task = progress.add_task("replay", total=len(lines))
-        report = asyncio.run(replay_file(settings.kafka_bootstrap, lines, topic=topic,
+        report = asyncio.run(replay_file(settings, lines, topic=topic,
                                          on_progress=lambda n: progress.update(task, advance=n)))
     console.print(f"published {report.published} events to {settings.kafka_bootstrap}"
                   + (f"; skipped {report.skipped} lines ({report.first_problem})" if report.skipped else ""))

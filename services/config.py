@@ -160,7 +160,7 @@ class SettingsError(ValueError):
 
 #: ONEVOICE_* variables that are not settings of the service but of its tooling (tests, chaos runs,
 #: the broker jar cache): known, so not an error.
-TOOLING_VARIABLES = frozenset({"ONEVOICE_TEST_DATABASE_URL", "ONEVOICE_CACHE_DIR"})
+TOOLING_VARIABLES = frozenset({"ONEVOICE_TEST_DATABASE_URL", "ONEVOICE_CACHE_DIR", "ONEVOICE_DEBUG"})
 TOOLING_PREFIXES = ("ONEVOICE_TEST_", "ONEVOICE_CHAOS_", "ONEVOICE_BENCH_", "ONEVOICE_FAULTS_")
 
 

@@ -7,6 +7,17 @@ message carries a header `onevoice-outbox: <store id>:<row id>`, and the relay r
 transaction that marks rows sent, the offset it has published up to in each output partition.
 Whoever takes the lease next reads the few messages after those offsets and marks the rows it
 finds there as sent before publishing anything: no output is repeated, none is lost.
+
+Bounded outputs: an output larger than its topic accepts (`max.message.bytes`, read from the
+broker at each takeover) would be refused by the broker again and again and block every output
+behind it. Such a row is set aside instead: marked `undeliverable` (and sent, so nothing waits
+for it), counted (`undeliverable` in kam.ops and /metrics) and named in one log line. Should the
+broker refuse a batch all the same (its limit lowered meanwhile), the relay learns the smaller
+limit, sets a refused single output aside, replaces its producer (an idempotent producer cannot
+go on in a partition after a refused batch) and takes over again as after a crash.
+
+Outages of the database or the broker are reported to `services.outages.OUTAGES` (one line, a
+reminder every 30 s, one line when back); the relay retries with backoff up to 10 s.
 """
 
 from __future__ import annotations
@@ -23,34 +34,69 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 from aiokafka.partitioner import murmur2
-from sqlalchemy import Engine, delete, select, update
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from sqlalchemy import Engine, and_, delete, or_, select, update
 
 from schemas.registry import RELAYED_TOPICS
+from services import kafka_clients
 from services.domain import iso
 from services.domain import utcnow
+from services.kafka_clients import KafkaTarget
+from services.outages import DATABASE, KAFKA, OUTAGES, report_outage
 from services.store import tables as t
 from services.store.db import insert_stmt
 from services.store.lease import hold_lease, release_lease
+from services.store.state import add_to_counters
 
 log = logging.getLogger("onevoice.outbox")
 LEASE = "outbox-relay"
 HEADER = "onevoice-outbox"
 MARK_INTERVAL_S = 0.05
 STORE_POLL_S = 0.25  # how often the lease holder looks for outputs that other processes committed
-RETRY_S = 1.0  # pause after a failed round (database or Kafka unreachable)
+RETRY_S = 1.0  # first pause after a failed round (database or Kafka unreachable); doubles up to RETRY_MAX_S
+RETRY_MAX_S = 10.0
 RECENT_IDS = 100_000  # published ids remembered (at least those not yet marked sent)
+#: Kafka's default `max.message.bytes` of a topic: the largest record batch it takes.
+DEFAULT_MESSAGE_LIMIT = 1048588
+BATCH_OVERHEAD = 61  # a record batch's header (DefaultRecordBatch.HEADER_STRUCT)
+RECORD_OVERHEAD = 21  # a record's most framing beyond its key, value and headers (MAX_RECORD_OVERHEAD)
+UNDELIVERABLE_KEPT = timedelta(days=30)  # set-aside rows stay in the outbox this long, for operators to look at
+UNDELIVERABLE = "undeliverable"  # the ops counter
 
 
-async def output_partitions(bootstrap: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+class OutputRefused(Exception):
+    """The broker refused a batch as too large; handled (set aside or limit learned), the round starts over."""
+
+
+async def output_partitions(target: KafkaTarget) -> list[TopicPartition]:
+    admin = kafka_clients.admin(target)
     await admin.start()
     try:
         described = await admin.describe_topics(list(RELAYED_TOPICS))
     finally:
         await admin.close()
     return sorted(TopicPartition(d["topic"], p["partition"]) for d in described for p in d.get("partitions") or [])
+
+
+async def message_limits(target: KafkaTarget, topics=RELAYED_TOPICS) -> dict[str, int]:
+    """Each topic's `max.message.bytes` as the broker reports it (its own default when not overridden)."""
+    admin = kafka_clients.admin(target)
+    await admin.start()
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, configs=["max.message.bytes"]) for topic in topics])
+    finally:
+        await admin.close()
+    limits = {}
+    for response in responses:
+        for error_code, _message, _type, name, entries in (tuple(r)[:5] for r in response.resources):
+            for entry in entries if not error_code else ():
+                if entry[0] == "max.message.bytes" and entry[1]:
+                    limits[name] = int(entry[1])
+    return limits
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
@@ -72,10 +118,18 @@ def _murmur2(key: bytes) -> int:
 
 
 class OutboxRelay:
-    def __init__(self, engine: Engine, producer: AIOKafkaProducer, *, instance: str, bootstrap: str,
-                 batch: int = 2000, lease_ttl_s: float = 10.0, clock: Callable[[], datetime] = utcnow):
+    def __init__(self, engine: Engine, producer: AIOKafkaProducer, *, instance: str, bootstrap: KafkaTarget,
+                 batch: int = 2000, lease_ttl_s: float = 10.0, clock: Callable[[], datetime] = utcnow,
+                 producer_factory: Callable[[], AIOKafkaProducer] | None = None):
         self.engine = engine
         self.producer = producer
+        # After the broker refused a batch, the producer is replaced by one from here (and stopped at the end).
+        self.producer_factory = producer_factory
+        self._own_producer: AIOKafkaProducer | None = None
+        self.limits: dict[str, int] = {}  # topic -> largest record batch it takes (max.message.bytes)
+        self.undeliverable = 0  # outputs this process set aside
+        self._failures = 0
+        self._last_unexpected: dict[str, float] = {}
         self.instance = instance
         self.bootstrap = bootstrap
         self.batch = batch
@@ -121,13 +175,19 @@ class OutboxRelay:
                         await _pause(stop, 1.0)
                         continue
                     published = await self._round(loop)
-                except Exception:  # the database or Kafka gone for a moment: the relay must outlive it
-                    log.exception("outbox relay round failed; trying again in %.0f s", RETRY_S)
+                except Exception as exc:  # the database or Kafka gone for a moment: the relay must outlive it
+                    self._failures += 1
+                    pause = min(RETRY_S * 2 ** (self._failures - 1), RETRY_MAX_S)
+                    if isinstance(exc, OutputRefused):
+                        pause = 0.0  # handled: its line is written; start over at once
+                    elif not report_outage(exc):
+                        self._unexpected(exc, pause)
                     # Some outputs of the round may have reached Kafka unmarked: take the lease over
                     # again, as after a crash, so `recover` finds them there and they are not sent twice.
                     self._holding, self._lease_until = False, 0.0
-                    await _pause(stop, RETRY_S)
+                    await _pause(stop, pause)
                     continue
+                self._failures = 0
                 if not published:
                     await self._sleep(stop, STORE_POLL_S)
             if self._holding:
@@ -140,6 +200,15 @@ class OutboxRelay:
                     await asyncio.to_thread(release_lease, self.engine, LEASE, self.instance)
                 except Exception:
                     log.warning("could not release the relay lease; it expires in %.0f s", self.lease_ttl_s)
+                if self._own_producer is not None:
+                    await self._own_producer.stop()
+
+    def _unexpected(self, exc: Exception, pause: float) -> None:
+        """A failure that is no outage (a bug, a refused request): with its traceback, once per 30 s per kind."""
+        kind, now = type(exc).__name__, time.monotonic()
+        if now - self._last_unexpected.get(kind, -1e9) >= 30:
+            self._last_unexpected[kind] = now
+            log.error("outbox relay round failed; trying again in %.0f s", pause, exc_info=exc)
 
     async def _round(self, loop) -> int:
         """Publish what this process committed and, when due, what the store holds; returns how many."""
@@ -164,6 +233,7 @@ class OutboxRelay:
         if loop.time() < self._lease_until:
             return True
         held = await asyncio.to_thread(hold_lease, self.engine, LEASE, self.instance, self.clock(), self.lease_ttl_s)
+        OUTAGES.recovered(DATABASE)
         if not held or not self._holding:
             self._committed.clear()  # the holder publishes them from the store; after a takeover, so do we
             self._read_store = True
@@ -187,7 +257,8 @@ class OutboxRelay:
         self._store_id = await asyncio.to_thread(self._load_store_id)
         positions = await asyncio.to_thread(self._positions)
         partitions = await output_partitions(self.bootstrap)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await self._load_limits()
+        consumer = kafka_clients.consumer(self.bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
             ends = await consumer.end_offsets(partitions) if partitions else {}
@@ -223,6 +294,16 @@ class OutboxRelay:
             raise RuntimeError(f"could not read back {sorted(map(str, remaining))} to take over the outbox")
         return found
 
+    async def _load_limits(self) -> None:
+        try:
+            limits = await message_limits(self.bootstrap)
+        except Exception as exc:  # e.g. no DescribeConfigs ACL: the broker's default, and refusals teach the rest
+            log.warning("could not read max.message.bytes of the output topics (%s); assuming %d until the broker "
+                        "refuses less", type(exc).__name__, DEFAULT_MESSAGE_LIMIT)
+            return
+        for topic, limit in limits.items():  # a limit learned from a refusal stays while it is the smaller
+            self.limits[topic] = min(limit, self.limits.get(topic, limit))
+
     def _load_store_id(self) -> str:
         with self.engine.begin() as conn:
             conn.execute(insert_stmt(conn, t.store_meta).values(name="store_id", value=uuid.uuid4().hex)
@@ -253,10 +334,21 @@ class OutboxRelay:
         need not wait for that transaction: until it lands, `_recently_published` keeps this
         process from sending them again, and after a crash `recover` finds them in Kafka.
         """
+        rows = await self._set_aside_oversized(rows)
         if not rows:
             return 0
         sent = await self._send_in_batches(rows)
-        acked = [(tp, (await future).offset + count) for tp, future, count in sent]
+        results = await asyncio.gather(*(future for _, future, _, _ in sent), return_exceptions=True)
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
+            refused = [(batch, result) for batch, result in zip(sent, results)
+                       if isinstance(result, (MessageSizeTooLargeError, RecordListTooLargeError))]
+            if refused:
+                await self._refused(refused, rows)
+                raise OutputRefused(f"{len(refused)} batches refused as too large")
+            raise failures[0]
+        OUTAGES.recovered(KAFKA)
+        acked = [(tp, metadata.offset + len(ids)) for (tp, _, ids, _), metadata in zip(sent, results)]
         for row_id, *_ in rows:
             self._recently_published.add(row_id)
             self._published_order.append(row_id)
@@ -269,13 +361,14 @@ class OutboxRelay:
         self.sent += len(rows)
         return len(rows)
 
-    async def _send_in_batches(self, rows: list[tuple]) -> list[tuple[TopicPartition, asyncio.Future, int]]:
+    async def _send_in_batches(self, rows: list[tuple]) -> list[tuple[TopicPartition, asyncio.Future, list[int], int]]:
         """Hand the rows to the producer as one record batch per partition (in row order within each).
 
         Sending message by message cost more Python than marking and publishing together: a
         coroutine, a future and a partitioner call per output. Partitions are those of Kafka's
         default partitioner (murmur2 of the key), so consumers see what any Kafka client would do.
-        Returns (partition, future of the batch's first offset, number of records) per batch.
+        A batch never grows beyond its topic's limit. Returns (partition, future of the batch's
+        first offset, row ids in it, its estimated size) per batch.
         """
         prefix = f"{self._store_id}:"
         partitions = {}
@@ -285,24 +378,96 @@ class OutboxRelay:
                 known = self._partitions[topic] = (time.monotonic() + 60,
                                                    sorted(await self.producer.partitions_for(topic)))
             partitions[topic] = known[1]
-        open_batches: dict[TopicPartition, list] = {}  # partition -> [builder, records in it]
+        open_batches: dict[TopicPartition, list] = {}  # partition -> [builder, row ids in it, estimated size]
         sent = []
         for row_id, topic, key, value in rows:
             key_bytes = key.encode() if key is not None else None
             tp = TopicPartition(topic, partition_of(key_bytes, partitions[topic]))
+            header = f"{prefix}{row_id}".encode()
+            value_bytes = value.encode()
+            size = len(value_bytes) + (len(key_bytes) if key_bytes else 0) + len(header) + RECORD_OVERHEAD
             batch = open_batches.get(tp)
+            if batch is not None and batch[2] + size > self.limits.get(topic, DEFAULT_MESSAGE_LIMIT):
+                sent.append((tp, await self.producer.send_batch(batch[0], topic, partition=tp.partition),
+                             batch[1], batch[2]))
+                batch = None
             if batch is None:
-                batch = open_batches[tp] = [self.producer.create_batch(), 0]
-            record = dict(timestamp=None, key=key_bytes, value=value.encode(),
-                          headers=[(HEADER, f"{prefix}{row_id}".encode())])
+                batch = open_batches[tp] = [self.producer.create_batch(), [], BATCH_OVERHEAD]
+            record = dict(timestamp=None, key=key_bytes, value=value_bytes, headers=[(HEADER, header)])
             if batch[0].append(**record) is None:  # full: send it, go on in a new one (a first record always fits)
-                sent.append((tp, await self.producer.send_batch(batch[0], topic, partition=tp.partition), batch[1]))
-                batch = open_batches[tp] = [self.producer.create_batch(), 0]
+                sent.append((tp, await self.producer.send_batch(batch[0], topic, partition=tp.partition),
+                             batch[1], batch[2]))
+                batch = open_batches[tp] = [self.producer.create_batch(), [], BATCH_OVERHEAD]
                 batch[0].append(**record)
-            batch[1] += 1
-        for tp, (builder, count) in open_batches.items():
-            sent.append((tp, await self.producer.send_batch(builder, tp.topic, partition=tp.partition), count))
+            batch[1].append(row_id)
+            batch[2] += size
+        for tp, (builder, ids, size) in open_batches.items():
+            sent.append((tp, await self.producer.send_batch(builder, tp.topic, partition=tp.partition), ids, size))
         return sent
+
+    # -- outputs too large for the broker -------------------------------------------------
+
+    def _too_large(self, topic: str, key: str | None, value: str) -> int | None:
+        """The record's size when it exceeds its topic's limit, else None (cheap bound first, exact if close)."""
+        limit = self.limits.get(topic, DEFAULT_MESSAGE_LIMIT)
+        if 4 * (len(value) + (len(key) if key else 0)) + 200 <= limit:  # UTF-8: at most 4 bytes per character
+            return None
+        key_bytes = key.encode() if key is not None else None
+        value_bytes = value.encode()
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key_bytes, value_bytes, [(HEADER, b"x" * 48)])
+        return size if size > limit else None
+
+    async def _set_aside_oversized(self, rows: list[tuple]) -> list[tuple]:
+        """Set aside the rows no batch of their topic could hold; returns the others, in order."""
+        oversized = [(row, size) for row in rows if (size := self._too_large(row[1], row[2], row[3])) is not None]
+        if not oversized:
+            return rows
+        await self._set_aside(oversized)
+        dropped = {row[0] for row, _ in oversized}
+        return [row for row in rows if row[0] not in dropped]
+
+    async def _set_aside(self, oversized: list[tuple[tuple, int]]) -> None:
+        ids = [row[0] for row, _ in oversized]
+        await asyncio.to_thread(self._mark_undeliverable, oversized)
+        self.undeliverable += len(ids)
+        for (row_id, topic, key, _value), size in oversized:
+            log.error("output %s to %s (key %r, %d bytes) is larger than the topic accepts (%d bytes): set aside "
+                      "as undeliverable (outbox row kept %d days; counter %s)", row_id, topic, key, size,
+                      self.limits.get(topic, DEFAULT_MESSAGE_LIMIT), UNDELIVERABLE_KEPT.days, UNDELIVERABLE)
+
+    def _mark_undeliverable(self, oversized: list[tuple[tuple, int]]) -> None:
+        now = iso(self.clock())
+        with self.engine.begin() as conn:
+            for (row_id, topic, _key, _value), size in oversized:
+                limit = self.limits.get(topic, DEFAULT_MESSAGE_LIMIT)
+                conn.execute(update(t.outbox).where(t.outbox.c.id == row_id, t.outbox.c.sent_at.is_(None))
+                             .values(sent_at=now, undeliverable=f"too_large: {size} bytes > {limit} ({topic})"))
+            add_to_counters(conn, self.instance, {UNDELIVERABLE: len(oversized)})
+
+    async def _refused(self, refused: list, rows: list[tuple]) -> None:
+        """The broker refused batches as too large although they fit the limit known: learn its real limit,
+        set aside a refused single output, and replace the producer (its sequence in that partition is broken)."""
+        by_id = {row[0]: row for row in rows}
+        single = []
+        for (tp, _future, ids, size), error in refused:
+            limit = self.limits.get(tp.topic, DEFAULT_MESSAGE_LIMIT)
+            if len(ids) == 1:
+                row = by_id[ids[0]]
+                self.limits[tp.topic] = min(limit, size - 1)
+                single.append((row, size))
+            else:  # a smaller limit than known: split such batches from now on
+                self.limits[tp.topic] = min(limit, size - 1)
+                log.warning("the broker refused a batch of %d outputs (%d bytes) to %s as too large (%s); "
+                            "sending smaller batches", len(ids), size, tp.topic, type(error).__name__)
+        if single:
+            await self._set_aside(single)
+        if self.producer_factory is not None:
+            old, self.producer = self.producer, self.producer_factory()
+            await self.producer.start()
+            self._partitions.clear()
+            if old is self._own_producer:
+                await old.stop()
+            self._own_producer = self.producer
 
     async def _mark_in_background(self) -> None:
         """Mark published rows sent, one transaction at a time, each taking all that was published meanwhile.
@@ -318,9 +483,10 @@ class OutboxRelay:
             began = time.perf_counter()
             try:
                 await asyncio.to_thread(self._mark_sent, ids, positions)
-            except Exception:
+            except Exception as exc:
                 # Published but unmarked: kept in memory for the next try; a successor's `recover` finds them.
-                log.exception("could not mark %d published outputs sent; will try again", len(ids))
+                if not report_outage(exc):
+                    log.exception("could not mark %d published outputs sent; will try again", len(ids))
                 self._unmarked[:0] = ids
                 self._marking_now = []
                 for tp, offset in positions.items():
@@ -389,7 +555,10 @@ class OutboxRelay:
                               for tp, offset in positions.items()])
 
     def _prune(self) -> None:
-        """Forget rows published more than ten minutes ago; Kafka has them now."""
+        """Forget rows published more than ten minutes ago (Kafka has them now), and set-aside ones after 30 days."""
         cutoff = iso(self.clock() - timedelta(minutes=10))
+        kept_until = iso(self.clock() - UNDELIVERABLE_KEPT)
         with self.engine.begin() as conn:
-            conn.execute(delete(t.outbox).where(t.outbox.c.sent_at.is_not(None), t.outbox.c.sent_at < cutoff))
+            c = t.outbox.c
+            conn.execute(delete(t.outbox).where(c.sent_at.is_not(None), or_(
+                and_(c.undeliverable.is_(None), c.sent_at < cutoff), c.sent_at < kept_until)))

@@ -6,7 +6,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
+from services import kafka_clients
+from services.kafka_clients import KafkaTarget
 
 from schemas.registry import KEY_FIELD_BY_TOPIC, TOPIC_BY_TYPE
 
@@ -28,10 +29,10 @@ def route(line: bytes, topic: str | None = None) -> tuple[str, bytes | None]:
     return chosen, str(key).encode() if key is not None else None
 
 
-async def replay_file(bootstrap: str, lines: list[bytes], *, topic: str | None = None,
+async def replay_file(bootstrap: KafkaTarget, lines: list[bytes], *, topic: str | None = None,
                       on_progress: Callable[[int], None] = lambda n: None, chunk: int = 1000) -> ReplayReport:
     report = ReplayReport()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5,
+    producer = kafka_clients.producer(bootstrap, enable_idempotence=True, linger_ms=5,
                                 max_request_size=2 * 1024 * 1024, max_batch_size=256 * 1024)
     await producer.start()
     try:

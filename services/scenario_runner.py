@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
+from services import kafka_clients
 
 from consumers.service import Service
 from consumers.topics import ensure_topics
@@ -37,7 +39,7 @@ class ScenarioRun:
 
 
 async def end_offsets(bootstrap: str, topics) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = kafka_clients.consumer(bootstrap)
     await consumer.start()
     try:
         partitions = [TopicPartition(tp, p) for tp in topics for p in sorted(consumer.partitions_for_topic(tp) or [])]
@@ -51,7 +53,7 @@ async def end_offsets(bootstrap: str, topics) -> dict[TopicPartition, int]:
 
 async def start_group_at(bootstrap: str, group_id: str, offsets: dict[TopicPartition, int]) -> None:
     """Commit `offsets` for a group that has not consumed yet, so it starts there instead of the beginning."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    consumer = kafka_clients.consumer(bootstrap, group_id=group_id, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(list(offsets))
@@ -69,7 +71,7 @@ async def wait_until_caught_up(bootstrap: str, group_id: str, timeout_s: float =
                                drained: Callable[[], bool] | None = None) -> None:
     """Until the group's committed offsets reach the current end of the input topics (and `drained()`)."""
     targets = await end_offsets(bootstrap, INPUT_TOPICS)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka_clients.admin(bootstrap)
     await admin.start()
     try:
         deadline = time.monotonic() + timeout_s
@@ -89,7 +91,7 @@ async def read_outputs(bootstrap: str, since: dict[TopicPartition, int]) -> dict
     wanted = {tp: end for tp, end in ends.items() if end > since.get(tp, 0)}
     if not wanted:
         return out
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = kafka_clients.consumer(bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(list(wanted))
@@ -115,21 +117,31 @@ async def read_outputs(bootstrap: str, since: dict[TopicPartition, int]) -> dict
 
 
 async def run_scenario_live(scenario: dict, *, bootstrap: str, database_url: str, group_id: str,
-                            timeout_s: float = 60.0, partitions: int = 6) -> ScenarioRun:
-    """Publish the scenario's steps one after the other, each once the service has caught up with the last."""
+                            timeout_s: float = 60.0, partitions: int = 6, kafka: Settings | None = None,
+                            service_kafka: Settings | None = None) -> ScenarioRun:
+    """Publish the scenario's steps one after the other, each once the service has caught up with the last.
+
+    On a secured cluster, `kafka` carries the Kafka security settings of the runner's own clients (a
+    principal that may publish the inputs and decisions and read the outputs) and `service_kafka` those
+    of the service (default: the same).
+    """
     started = time.monotonic()
+    service_security = (service_kafka or kafka).kafka_security() if (service_kafka or kafka) else {}
+    if kafka is not None:  # from here on `bootstrap` is the runner's client settings (services/kafka_clients.py)
+        bootstrap = kafka.model_copy(update={"kafka_bootstrap": bootstrap})
     await ensure_topics(bootstrap, partitions)
     input_ends = await end_offsets(bootstrap, INPUT_TOPICS)
     await start_group_at(bootstrap, group_id, input_ends)
     output_start = await end_offsets(bootstrap, OUTPUT_TOPICS)
     window = scenario.get("window_s")
-    settings = Settings(kafka_bootstrap=bootstrap, database_url=database_url, group_id=group_id,
+    settings = Settings(**service_security, kafka_bootstrap=kafka_clients.bootstrap_of(bootstrap),
+                        database_url=database_url, group_id=group_id,
                         partitions=partitions, decision_window_s=window if window is not None else 172800,
                         ops_interval_s=10, timer_interval_s=0.25)
     service = Service(settings)
     task = asyncio.create_task(service.run())
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, max_request_size=2 * 1024 * 1024)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    producer = kafka_clients.producer(bootstrap, enable_idempotence=True, max_request_size=2 * 1024 * 1024)
+    admin = kafka_clients.admin(bootstrap)
     await producer.start()
     await admin.start()
     try:

@@ -140,6 +140,8 @@ class OutboxRow(SQLModel, table=True):
     value: str
     created_at: str
     sent_at: str | None = None
+    # Set (with sent_at) when the broker refuses the output as too large: set aside, it blocks nothing (0011).
+    undeliverable: str | None = None
 
 
 class CounterRow(SQLModel, table=True):
