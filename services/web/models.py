@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from schemas.decisions import Decision
 from schemas.outputs import AlertMessage, NoticeMessage
+from schemas.types import AwareDatetime
 
 
 class AlertList(BaseModel):
@@ -66,7 +67,7 @@ class AlertDetail(AlertMessage):
     evidence_facts: list[EvidenceItem]
     instruction: InstructionFacts | None = None
     allowed_decisions: list[Decision] = Field(description="what the signed-in person may decide now (CONTRACT §5)")
-    escalates_at: str | None = Field(None, description="when the alert escalates if nobody decides; null if it won't")
+    escalates_at: AwareDatetime | None = Field(None, description="when the alert escalates if nobody decides; null if it won't")
     decisions: list[SentDecision] = Field(default_factory=list, description="decisions sent through the inbox")
     names: dict[str, str] = Field(default_factory=dict, description="display names of the people named here")
 
