@@ -8,7 +8,7 @@ controller (KRaft), listening on ``127.0.0.1:<port>``; everything it writes
 
 Public API::
 
-    start_broker(port=9092, data_dir=None, *, quiet=False) -> "127.0.0.1:9092"
+    start_broker(port=9092, data_dir=None, *, quiet=False, secure=False) -> "127.0.0.1:9092"
     stop_broker(data_dir=None, port=9092) -> bool
     broker_status(data_dir=None, port=9092) -> BrokerStatus
     ensure_kafka_jars(*, quiet=False) -> Path          # pre-fetch the jars
@@ -19,6 +19,7 @@ Layout (defaults relative to the current directory):
   the cache root ``.onevoice/cache``)
 * data:  ``.onevoice/kafka-<port>/`` holding ``server.properties``,
   ``log4j2.properties``, ``broker.log``, ``broker.out``, ``broker.pid``, ``logs/``
+  (and, with ``secure=True``, ``secure/``: CA, broker key store, passwords; services/broker_secure.py)
 """
 
 from __future__ import annotations
@@ -323,7 +324,7 @@ def broker_status(data_dir: Path | str | None = None, port: int = 9092) -> Broke
     pid = _running_pid(data_dir)
     listeners = _read_props(data_dir / PROPS_FILE).get("listeners", "")
     for item in listeners.split(","):
-        if item.startswith("PLAINTEXT://"):
+        if item.startswith(("PLAINTEXT://", "CLIENT://")):
             with contextlib.suppress(ValueError):
                 port = int(item.rsplit(":", 1)[1])
     return BrokerStatus(running=pid is not None, pid=pid, port=port, bootstrap=_bootstrap(port), data_dir=data_dir)
@@ -332,10 +333,11 @@ def broker_status(data_dir: Path | str | None = None, port: int = 9092) -> Broke
 # --------------------------------------------------------------------------- readiness
 
 
-async def _metadata_probe(bootstrap: str) -> bool:
+async def _metadata_probe(bootstrap: str, options: dict | None = None) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, client_id="onevoice-broker-probe")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, client_id="onevoice-broker-probe",
+                                **(options or {}))
     try:
         await admin.start()
         cluster = await admin.describe_cluster()
@@ -345,11 +347,19 @@ async def _metadata_probe(bootstrap: str) -> bool:
             await admin.close()
 
 
-def _metadata_ok(bootstrap: str) -> bool:
-    """One metadata round trip; runs in its own thread + loop so callers may already be inside asyncio."""
+def _metadata_ok(bootstrap: str, data_dir: Path | None = None) -> bool:
+    """One metadata round trip (as `admin` on a secure broker); runs in its own thread + loop so callers
+    may already be inside asyncio."""
+    from services import broker_secure
+
+    def probe() -> bool:
+        options = (broker_secure.aiokafka_options(data_dir, "admin")
+                   if data_dir is not None and broker_secure.is_secure(data_dir) else None)
+        return asyncio.run(asyncio.wait_for(_metadata_probe(bootstrap, options), 8))
+
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         try:
-            return pool.submit(asyncio.run, asyncio.wait_for(_metadata_probe(bootstrap), 8)).result(timeout=10)
+            return pool.submit(probe).result(timeout=10)
         except Exception:
             return False
 
@@ -362,7 +372,7 @@ def _wait_ready(pid: int | None, port: int, data_dir: Path, deadline: float) -> 
                 f"The Kafka broker (pid {pid}) exited during start-up. Tail of {data_dir / BROKER_LOG}:\n"
                 f"{_tail(data_dir / BROKER_LOG)}\n--- {data_dir / BROKER_OUT}:\n{_tail(data_dir / BROKER_OUT, 20)}"
             )
-        if _port_open(port) and _metadata_ok(bootstrap):
+        if _port_open(port) and _metadata_ok(bootstrap, data_dir):
             return
         if time.monotonic() > deadline:
             raise BrokerError(
@@ -383,7 +393,7 @@ def _random_cluster_id() -> str:
             return cid
 
 
-def _write_config(data_dir: Path, port: int) -> Path:
+def _write_config(data_dir: Path, port: int, secure: bool = False) -> Path:
     props_path = data_dir / PROPS_FILE
     old = _read_props(props_path)
     controller_port = None
@@ -417,14 +427,21 @@ def _write_config(data_dir: Path, port: int) -> Path:
         "num.network.threads": "2",
         "num.io.threads": "4",
     }
+    if secure:
+        from services import broker_secure
+
+        props.update(broker_secure.broker_properties(data_dir, HOST, port, controller_port))
     body = "# Written by onevoice (services/broker.py) on each start.\n"
     body += "".join(f"{k}={v}\n" for k, v in props.items())
-    props_path.write_text(body)
+    fd = os.open(props_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a secure broker's holds passwords
+    with os.fdopen(fd, "w") as fh:
+        fh.write(body)
+    os.chmod(props_path, 0o600)
     (data_dir / LOG4J_FILE).write_text(_LOG4J2.format(log=data_dir / BROKER_LOG))
     return props_path
 
 
-def _format_storage(java: str, libs: Path, data_dir: Path, props_path: Path) -> None:
+def _format_storage(java: str, libs: Path, data_dir: Path, props_path: Path, extra: list[str] = ()) -> None:
     if (data_dir / "logs" / "meta.properties").exists():
         return
     cmd = [
@@ -438,22 +455,39 @@ def _format_storage(java: str, libs: Path, data_dir: Path, props_path: Path) -> 
         _random_cluster_id(),
         "-c",
         str(props_path),
+        *extra,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
-        raise BrokerError(f"Formatting Kafka storage in {data_dir / 'logs'} failed:\n{proc.stdout}{proc.stderr}")
+        from services.redact import mask_text
+
+        raise BrokerError(f"Formatting Kafka storage in {data_dir / 'logs'} failed:\n"
+                          f"{mask_text(proc.stdout + proc.stderr, _passwords(data_dir))}")
 
 
-def start_broker(port: int = 9092, data_dir: Path | None = None, *, quiet: bool = False) -> str:
+def _passwords(data_dir: Path) -> list[str]:
+    from services import broker_secure
+
+    return list(broker_secure.credentials(data_dir).values()) if broker_secure.is_secure(data_dir) else []
+
+
+def start_broker(port: int = 9092, data_dir: Path | None = None, *, quiet: bool = False, secure: bool = False) -> str:
     """Start a local single-node Kafka (KRaft) on ``127.0.0.1:port``; return its bootstrap address.
 
     A no-op when the broker of ``data_dir`` (default ``./.onevoice/kafka-<port>``) already runs.
     Returns once the broker answers a metadata request; raises :class:`BrokerError` (with the tail
-    of the broker log) when it does not within 60 s.
+    of the broker log) when it does not within 60 s. ``secure``: SASL_SSL with SCRAM users and ACLs
+    (services/broker_secure.py; ``broker_secure.client_environment`` gives a principal's settings).
     """
+    from services import broker_secure
+
     data_dir = _resolve_data_dir(data_dir, port)
     data_dir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + START_TIMEOUT_S
+    formatted = (data_dir / "logs" / "meta.properties").exists()
+    if formatted and broker_secure.is_secure(data_dir) != secure:
+        raise BrokerError(f"The broker data in {data_dir} was made {'with' if not secure else 'without'} --secure; "
+                          f"start it the same way, or use another --data-dir.")
     with _file_lock(data_dir / ".lock"):
         pid = _running_pid(data_dir)
         if pid is not None:
@@ -465,6 +499,10 @@ def start_broker(port: int = 9092, data_dir: Path | None = None, *, quiet: bool 
                 )
             with _status(quiet, f"Waiting for the Kafka broker on {_bootstrap(port)}…"):
                 _wait_ready(pid, port, data_dir, deadline)
+            if secure:
+                broker_secure.ensure_acls(_java(), ensure_kafka_jars(quiet=True),
+                                          broker_secure.ensure_tools_jar(_kafka_cache_dir(), KAFKA_VERSION),
+                                          data_dir, _bootstrap(port))
             return _bootstrap(port)
         (data_dir / PID_FILE).unlink(missing_ok=True)
         if not _port_bindable(port):
@@ -475,9 +513,13 @@ def start_broker(port: int = 9092, data_dir: Path | None = None, *, quiet: bool 
 
         libs = ensure_kafka_jars(quiet=quiet)
         java = _java()
-        with _status(quiet, f"Starting Apache Kafka {KAFKA_VERSION} on {_bootstrap(port)}…"):
-            props_path = _write_config(data_dir, port)
-            _format_storage(java, libs, data_dir, props_path)
+        tools = broker_secure.ensure_tools_jar(_kafka_cache_dir(), KAFKA_VERSION) if secure else None
+        with _status(quiet, f"Starting Apache Kafka {KAFKA_VERSION} on {_bootstrap(port)}"
+                            f"{' (SASL_SSL, ACLs)' if secure else ''}…"):
+            if secure:
+                broker_secure.ensure_certificates(data_dir, broker_secure.credentials(data_dir)["keystore"])
+            props_path = _write_config(data_dir, port, secure)
+            _format_storage(java, libs, data_dir, props_path, broker_secure.scram_arguments(data_dir) if secure else [])
             cmd = [
                 java,
                 # The JVM options of Kafka's own kafka-server-start.sh (KAFKA_HEAP_OPTS and
@@ -513,6 +555,8 @@ def start_broker(port: int = 9092, data_dir: Path | None = None, *, quiet: bool 
             (data_dir / PID_FILE).write_text(f"{proc.pid}\n")
             try:
                 _wait_ready(proc.pid, port, data_dir, deadline)
+                if secure:
+                    broker_secure.ensure_acls(java, libs, tools, data_dir, _bootstrap(port))
             except BrokerError:
                 _terminate(proc.pid, data_dir, timeout=10)
                 (data_dir / PID_FILE).unlink(missing_ok=True)

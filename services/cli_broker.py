@@ -43,18 +43,31 @@ def start(
     port: PortOpt = 9092,
     data_dir: DataDirOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; print only the address.")] = False,
+    secure: Annotated[bool, typer.Option(
+        "--secure", help="SASL_SSL only (SCRAM-SHA-512, a CA made here), ACLs per principal (admin, onevoice, "
+                         "inbox, erp, crm, finance); prints each principal's ONEVOICE_KAFKA_* settings.")] = False,
 ) -> None:
     """Start the broker (a no-op when it already runs) and print its bootstrap address.
 
     Returns once the broker answers metadata requests; its log is <data-dir>/broker.log.
-    Use the printed address as ONEVOICE_KAFKA_BOOTSTRAP.
+    Use the printed address as ONEVOICE_KAFKA_BOOTSTRAP. With --secure, then for each principal a
+    line `# principal NAME` and the ONEVOICE_KAFKA_* lines its clients need (passwords included:
+    they are made once per data directory and kept in <data-dir>/secure/, readable by you only).
     """
     try:
-        address = start_broker(port, data_dir, quiet=quiet)
+        address = start_broker(port, data_dir, quiet=quiet, secure=secure)
     except BrokerError as exc:
         _err.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False)
         raise typer.Exit(1) from exc
     typer.echo(address)
+    if secure:
+        from services import broker_secure
+
+        where = broker_status(data_dir, port).data_dir
+        for principal in broker_secure.PRINCIPALS:
+            typer.echo(f"# principal {principal}")
+            for name, value in broker_secure.client_environment(where, address, principal).items():
+                typer.echo(f"{name}={value}")
 
 
 @broker_app.command("stop")
