@@ -106,6 +106,8 @@ def report(
 
     began = time.perf_counter()
     to = (end or datetime.now(timezone.utc)).replace(tzinfo=timezone.utc).date()
+    if start is not None and start.date() > to:
+        raise typer.BadParameter(f"{start.date()} is after --to {to}", param_hint="--from")
     written = build_report(_store(Settings()), start=start.date() if start else None, end=to, out=out)
     console.print(f"wrote {written.html} ({written.alerts} alerts, {len(written.pngs)} plots) "
                   f"in {time.perf_counter() - began:.1f} s")
