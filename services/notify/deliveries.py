@@ -154,7 +154,7 @@ class DeliveryLog:
 
     # -- reminders and digests -------------------------------------------------------------------------------
 
-    def record_due_reminders(self, now: datetime, limit: int = 500) -> int:
+    def record_due_reminders(self, now: datetime, limit: int = 500) -> Recorded:
         """Reminders for high/critical alerts halfway to their deadline and still undecided; each at most once."""
         stamp = iso(now)
         with self.engine.begin() as conn:
@@ -171,10 +171,9 @@ class DeliveryLog:
                     pref = load_preferences(conn, [alert["assignee"]]).get(alert["assignee"], policy.DEFAULT_PREFERENCE)
                     rows.append((policy.reminder_delivery(alert, pref), alert))
             persons = load_people(conn, [d.recipient for d, _ in rows], self.default_language)
-            recorded = self._insert(conn, rows, persons, stamp)
-        return recorded.pending + recorded.held + len(recorded.no_address)
+            return self._insert(conn, rows, persons, stamp)
 
-    def schedule_digests(self, day: str, period: tuple[str, str], now: datetime) -> int | None:
+    def schedule_digests(self, day: str, period: tuple[str, str], now: datetime) -> Recorded | None:
         """One digest delivery per person with something to report for `day`; None if already scheduled."""
         stamp = iso(now)
         subject = f"digest:{day}"
@@ -199,8 +198,7 @@ class DeliveryLog:
             wanted = sorted(p for p in people if prefs.get(p, policy.DEFAULT_PREFERENCE).digest)
             period_of = {"day": day, "since": period[0], "until": period[1]}
             rows = [(Delivery("digest", subject, "digest", p, "email"), period_of) for p in wanted]
-            recorded = self._insert(conn, rows, load_people(conn, wanted, self.default_language), stamp)
-        return recorded.pending + len(recorded.no_address)
+            return self._insert(conn, rows, load_people(conn, wanted, self.default_language), stamp)
 
     def digest_content(self, conn: Connection, person: str, since: str, until: str):
         from services.notify.render import DigestContent

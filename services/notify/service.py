@@ -68,7 +68,7 @@ class Notifier:
         stop_waiter = asyncio.create_task(self.stopping.wait())
         try:
             done, _ = await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            broken = [task for task in done if task is not stop_waiter]
+            broken = [task for task in done if task is not stop_waiter and not self.stopping.is_set()]
             if broken:  # a part died (e.g. Kafka unreachable at start): stop the whole process, visibly
                 raise RuntimeError(f"notify {broken[0].get_name()} stopped: {broken[0].exception()!r}")
         finally:
@@ -179,8 +179,9 @@ class Notifier:
     async def schedule_once(self) -> None:
         now = self.clock()
         reminders = await asyncio.to_thread(self.log.record_due_reminders, now)
-        if reminders:
-            log.info("recorded %d reminders", reminders)
+        if reminders.pending or reminders.held or reminders.no_address:
+            log.info("recorded %d reminders", reminders.pending + reminders.held + len(reminders.no_address))
+            self._count(reminders)
             self.work.set()
         s = self.settings
         day = policy.digest_date_due(now, s.notify_digest_hour, s.notify_time_zone)
@@ -189,7 +190,8 @@ class Notifier:
             return  # more than 12 h late (the service was down): that day's digest is skipped, not sent at noon
         scheduled = await asyncio.to_thread(self.log.schedule_digests, day.isoformat(), period, now)
         if scheduled is not None:
-            log.info("digest of %s scheduled for %d people", day.isoformat(), scheduled)
+            log.info("digest of %s scheduled for %d people", day.isoformat(), scheduled.pending + len(scheduled.no_address))
+            self._count(scheduled)
             self.work.set()
         counts = await asyncio.to_thread(self.log.counts)
         for state in ("pending", "sent", "failed", "held", "no_address"):
