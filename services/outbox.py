@@ -87,7 +87,7 @@ async def message_limits(target: KafkaTarget, topics=RELAYED_TOPICS) -> dict[str
     await admin.start()
     try:
         responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, configs=["max.message.bytes"]) for topic in topics])
+            [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": None}) for topic in topics])
     finally:
         await admin.close()
     limits = {}
