@@ -26,6 +26,7 @@ class Mailbox:
     def __init__(self):
         self.messages: list[EmailMessage] = []
         self.refuse_until = 0.0  # time.monotonic() before which every message is deferred with 451
+        self.refuse_first = 0  # and so are the first this many messages
         self.refused = 0
         self.on_rcpt: Callable[[int], None] | None = None  # called with the count of RCPTs seen so far
         self.delay_s = 0.0
@@ -42,7 +43,7 @@ class Mailbox:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        if time.monotonic() < self.refuse_until:
+        if time.monotonic() < self.refuse_until or self.refused < self.refuse_first:
             self.refused += 1
             return "451 4.3.0 Mail server temporarily rejected message, try again later"
         if self.delay_s:
@@ -85,12 +86,15 @@ class WebhookReceiver:
     def __init__(self):
         self.posts: list[tuple[str, dict]] = []
         self.failing = False
+        self.fail_first = 0  # answer 500 to the first this many posts
+        self.failed = 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if receiver.failing:
+                if receiver.failing or receiver.failed < receiver.fail_first:
+                    receiver.failed += 1
                     self.send_response(500)
                     self.end_headers()
                     return
