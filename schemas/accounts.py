@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from .base import InputModel
-from .types import Country, Id, Text
+from .types import Country, Email, Id, Name
 
 __all__ = ["Tier", "TeamRole", "AccountUpserted", "TeamMemberAssigned", "TeamMemberRemoved"]
 
@@ -26,7 +26,7 @@ class AccountUpserted(InputModel):
     """``account.upserted``"""
 
     account_id: Id
-    name: Text
+    name: Name
     parent_id: Id | None = None
     country: Country
     tier: Tier
@@ -36,8 +36,8 @@ class _TeamMember(InputModel):
     account_id: Id
     person_id: Id
     role: TeamRole
-    name: Text | None = None
-    email: Text | None = None
+    name: Name | None = None
+    email: Email | None = None
     country: Country | None = None
 
 

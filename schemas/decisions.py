@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from .base import InputModel
-from .types import Id, Text
+from .types import Comment, Id
 
 __all__ = ["Decision", "DecisionMade"]
 
@@ -18,4 +18,4 @@ class DecisionMade(InputModel):
     alert_id: Id
     decision: Decision
     decided_by: Id
-    comment: Text | None = None
+    comment: Comment | None = None

@@ -23,12 +23,18 @@ __all__ = [
     "DATE_PATTERN",
     "DATETIME_PATTERN",
     "MAX_ID_LENGTH",
+    "MAX_NAME_LENGTH",
+    "MAX_EMAIL_LENGTH",
+    "MAX_COMMENT_LENGTH",
     "MAX_INT",
     "Money",
     "Currency",
     "Country",
     "Id",
     "Text",
+    "Name",
+    "Email",
+    "Comment",
     "StrictDate",
     "AwareDatetime",
     "Version",
@@ -38,7 +44,8 @@ __all__ = [
     "format_datetime",
 ]
 
-MONEY_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+#: at most 15 digits before and 6 after the decimal point (CONTRACT §2), counted as written
+MONEY_PATTERN = r"^[0-9]{1,15}(\.[0-9]{1,6})?$"
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 COUNTRY_PATTERN = r"^[A-Z]{2}$"
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
@@ -47,6 +54,9 @@ DATETIME_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
 MAX_ID_LENGTH = 128
+MAX_NAME_LENGTH = 200
+MAX_EMAIL_LENGTH = 254  # RFC 5321's longest forward path
+MAX_COMMENT_LENGTH = 2000
 #: Largest integer accepted anywhere: fits a signed 64-bit column (PostgreSQL BIGINT).
 MAX_INT = 2**63 - 1
 
@@ -69,7 +79,8 @@ def _type_name(value: Any) -> str:
 @functools.lru_cache(maxsize=4096)
 def _money_from_string(value: str) -> Decimal:
     if _MONEY_RE.fullmatch(value) is None:
-        raise ValueError("must be a non-negative decimal string like '12.50'")
+        raise ValueError("must be a non-negative decimal string like '12.50', "
+                         "at most 15 digits before and 6 after the point")
     return Decimal(value)
 
 
@@ -95,8 +106,13 @@ Money = Annotated[
 Currency = Annotated[str, Strict(), StringConstraints(pattern=CURRENCY_PATTERN)]
 Country = Annotated[str, Strict(), StringConstraints(pattern=COUNTRY_PATTERN)]
 Id = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
-#: Free text (names, comments, e-mail addresses): any JSON string.
+#: Free text without a limit of its own (the message's 512 KiB bound it): any JSON string.
 Text = Annotated[str, Strict()]
+#: Bounded free text (CONTRACT §2), in characters: a person's or account's name, an e-mail address
+#: (not checked further: the contract asks for none, and no rule reads it), a decision's comment.
+Name = Annotated[str, Strict(), StringConstraints(max_length=MAX_NAME_LENGTH)]
+Email = Annotated[str, Strict(), StringConstraints(max_length=MAX_EMAIL_LENGTH)]
+Comment = Annotated[str, Strict(), StringConstraints(max_length=MAX_COMMENT_LENGTH)]
 
 # --- dates and times -----------------------------------------------------
 

@@ -17,7 +17,8 @@ log = logging.getLogger("onevoice.inputs")
 @dataclass(frozen=True)
 class InputRecord:
     """One Kafka message as the consumer fetched it (aiokafka's ConsumerRecord has the same attributes and is
-    passed as it is)."""
+    passed as it is). ``headers`` decide the content mode (CONTRACT §2): a ``ce_specversion`` header means
+    binary mode."""
 
     topic: str
     partition: int
@@ -28,11 +29,11 @@ class InputRecord:
 
 
 def decode_records(records: list[InputRecord]) -> list[Event | InvalidMessage]:
-    """Each record's event, or why it cannot be used."""
+    """Each record's event, or why it cannot be used (its content mode by its headers, checked against its topic)."""
     decoded: list[Event | InvalidMessage] = []
     for record in records:
         try:
-            decoded.append(decode_event(record.value))
+            decoded.append(decode_event(record.value, record.headers, record.topic))
         except InvalidMessage as exc:
             decoded.append(exc)
         except Exception as exc:  # a fault of ours, not of the event: its dead letter says so, the rest goes on

@@ -127,3 +127,22 @@ def event_with(event_type: str, **data_changes: Any) -> dict[str, Any]:
 
 def encode(obj: Any) -> bytes:
     return json.dumps(obj).encode("utf-8")
+
+
+def binary(event: dict[str, Any], content_type: str | None = "application/json") -> tuple[list[tuple[str, bytes]], bytes]:
+    """``(headers, value)`` of an event in binary content mode (CONTRACT §2), written by hand: every
+    attribute but ``data`` as a ``ce_`` header (strings as they are, others as JSON), ``data`` as the value.
+    (tests/unit/test_schemas_binary.py also writes them with the official CloudEvents SDK.)"""
+    headers = [(f"ce_{name}", (value if isinstance(value, str) else json.dumps(value)).encode("utf-8"))
+               for name, value in event.items() if name != "data" and value is not None]
+    if content_type is not None:
+        headers.append(("content-type", content_type.encode("utf-8")))
+    return headers, json.dumps(event["data"]).encode("utf-8")
+
+
+def binary_with(event_type: str, *, drop: tuple[str, ...] = (), **header_changes: bytes | None) -> tuple[list, bytes]:
+    """Binary-mode headers and value of the sample event, with headers dropped or replaced (by name)."""
+    headers, value = binary(envelope(event_type))
+    headers = [(name, raw) for name, raw in headers if name not in drop and name not in header_changes]
+    headers += [(name, raw) for name, raw in header_changes.items()]
+    return headers, value

@@ -8,7 +8,7 @@ import pytest
 
 from schemas import MAX_MESSAGE_BYTES, InvalidMessage, decode_event
 
-from .schema_samples import encode, envelope, event_with
+from .schema_samples import binary, binary_with, encode, envelope, event_with
 
 E = envelope  # short names for the table below
 W = event_with
@@ -118,6 +118,17 @@ CASES: list[tuple[str, object, str]] = [
     ("money-trailing-dot", W("price.agreed", price="1."), "invalid_data"),
     ("money-spaces", W("price.agreed", price=" 1.00"), "invalid_data"),
     ("money-arabic-digits", W("price.agreed", price="١٢"), "invalid_data"),
+    ("money-16-digits-before-point", W("price.agreed", price="1234567890123456"), "invalid_data"),
+    ("money-7-digits-after-point", W("price.agreed", price="1.1234567"), "invalid_data"),
+    ("money-16-digits-leading-zeros", W("dunning.triggered", amount="0000000000000001.00"), "invalid_data"),
+    ("money-huge-service-price", W("service.agreed", price="9" * 400), "invalid_data"),
+    # --- text limits ---------------------------------------------------------------------
+    ("account-name-201-chars", W("account.upserted", name="n" * 201), "invalid_data"),
+    ("member-name-201-chars", W("team.member_assigned", name="é" * 201), "invalid_data"),
+    ("email-255-chars", W("team.member_assigned", email="a" * 243 + "@example.com"), "invalid_data"),
+    ("comment-2001-chars", W("decision.made", comment="c" * 2001), "invalid_data"),
+    ("agreed-by-129-chars", W("price.agreed", agreed_by="p" * 129), "invalid_data"),
+    ("order-id-129-chars", W("stock.shortage", orders=[_order(order_id="o" * 129)]), "invalid_data"),
     # --- currency / country -------------------------------------------------------------
     ("currency-lowercase", W("price.agreed", currency="eur"), "invalid_data"),
     ("currency-4-letters", W("price.agreed", currency="EURO"), "invalid_data"),
@@ -165,6 +176,69 @@ CASES: list[tuple[str, object, str]] = [
 ]
 
 
+# Binary content mode (CONTRACT §2): (name, (headers, value), code). The headers of binary_with are the
+# sample event's; drop= removes some, keywords replace them.
+CT = "content-type"
+BINARY_CASES: list[tuple[str, tuple[list, bytes | None], str]] = [
+    ("bin-missing-ce_id", binary_with("decision.made", drop=("ce_id",)), "invalid_envelope"),
+    ("bin-missing-ce_source", binary_with("price.agreed", drop=("ce_source",)), "invalid_envelope"),
+    ("bin-missing-ce_type", binary_with("price.agreed", drop=("ce_type",)), "invalid_envelope"),
+    ("bin-missing-ce_time", binary_with("price.agreed", drop=("ce_time",)), "invalid_envelope"),
+    ("bin-specversion-0.3", binary_with("decision.made", ce_specversion=b"0.3"), "invalid_envelope"),
+    ("bin-specversion-empty", binary_with("decision.made", ce_specversion=b""), "invalid_envelope"),
+    ("bin-specversion-not-utf8", binary_with("decision.made", ce_specversion=b"\xff1.0"), "invalid_envelope"),
+    ("bin-id-not-utf8", binary_with("decision.made", ce_id=b"evt-\xc3\x28"), "invalid_envelope"),
+    ("bin-source-latin1", binary_with("decision.made", ce_source="erp/münchen".encode("latin-1")), "invalid_envelope"),
+    ("bin-extension-not-utf8", binary_with("decision.made", ce_traceparent=b"\xfe\xff"), "invalid_envelope"),
+    ("bin-content-type-not-utf8", binary_with("decision.made", **{CT: b"application/json\xff"}), "invalid_envelope"),
+    ("bin-id-header-null", binary_with("decision.made", ce_id=None), "invalid_envelope"),
+    ("bin-id-with-nul", binary_with("decision.made", ce_id=b"evt\x001"), "invalid_envelope"),
+    ("bin-id-empty", binary_with("decision.made", ce_id=b""), "invalid_envelope"),
+    ("bin-id-129-chars", binary_with("decision.made", ce_id=b"x" * 129), "invalid_envelope"),
+    ("bin-two-different-ids", (binary_with("decision.made")[0] + [("ce_id", b"other")], binary_with("decision.made")[1]),
+     "invalid_envelope"),
+    ("bin-naive-time", binary_with("decision.made", ce_time=b"2027-01-10T09:00:00"), "invalid_envelope"),
+    ("bin-time-epoch", binary_with("decision.made", ce_time=b"1799571600"), "invalid_envelope"),
+    ("bin-content-type-text", binary_with("decision.made", **{CT: b"text/plain"}), "invalid_envelope"),
+    ("bin-content-type-xml", binary_with("decision.made", **{CT: b"application/xml"}), "invalid_envelope"),
+    ("bin-content-type-structured", binary_with("decision.made", **{CT: b"application/cloudevents+json"}),
+     "invalid_envelope"),
+    ("bin-value-array", (binary_with("decision.made")[0], b"[1, 2]"), "invalid_envelope"),
+    ("bin-value-string", (binary_with("decision.made")[0], b'"acknowledge"'), "invalid_envelope"),
+    ("bin-value-json-null", (binary_with("decision.made")[0], b"null"), "invalid_envelope"),
+    ("bin-value-number", (binary_with("decision.made")[0], b"42"), "invalid_envelope"),
+    ("bin-value-whole-structured-event", (binary_with("decision.made")[0], encode(envelope("decision.made"))),
+     "invalid_data"),
+    ("bin-value-null", (binary_with("decision.made")[0], None), "invalid_json"),
+    ("bin-value-empty", (binary_with("decision.made")[0], b""), "invalid_json"),
+    ("bin-value-not-json", (binary_with("decision.made")[0], b"alert_id=a"), "invalid_json"),
+    ("bin-value-not-utf8", (binary_with("decision.made")[0], b'{"alert_id": "\xff"}'), "invalid_json"),
+    ("bin-value-nan", (binary_with("decision.made")[0], b'{"alert_id": NaN}'), "invalid_json"),
+    ("bin-value-too-large", (binary_with("decision.made")[0], b" " * MAX_MESSAGE_BYTES + b"{}"), "too_large"),
+    ("bin-too-large-with-bad-headers", ([("ce_specversion", b"0.3")], b"\xff" * (MAX_MESSAGE_BYTES + 1)), "too_large"),
+    ("bin-unknown-type", binary_with("decision.made", ce_type=b"price.haggled"), "unknown_type"),
+    ("bin-invalid-data", binary(W("price.agreed", price="-1")), "invalid_data"),
+    ("bin-money-too-precise", binary(W("price.agreed", price="0.0000001")), "invalid_data"),
+    ("bin-comment-too-long", binary(W("decision.made", comment="c" * 2001)), "invalid_data"),
+]
+
+# wrong_topic (CONTRACT §3): (name, message as (headers, value), the input topic it came from, code).
+# Checked once the type is known, before the data: earlier problems keep their code.
+TOPIC_CASES: list[tuple[str, tuple[list, bytes | None], str, str]] = [
+    ("decision-on-agreements", ([], encode(envelope("decision.made"))), "erp.agreements", "wrong_topic"),
+    ("price-on-accounts", ([], encode(envelope("price.agreed"))), "crm.accounts", "wrong_topic"),
+    ("account-on-decisions", ([], encode(envelope("account.upserted"))), "kam.decisions", "wrong_topic"),
+    ("dunning-on-stock", ([], encode(envelope("dunning.triggered"))), "erp.stock", "wrong_topic"),
+    ("binary-decision-on-dunning", binary(envelope("decision.made")), "finance.dunning", "wrong_topic"),
+    ("wrong-topic-and-invalid-data", ([], encode(W("price.agreed", price="-1"))), "erp.promotions", "wrong_topic"),
+    ("wrong-topic-but-invalid-envelope", ([], encode(E("price.agreed", time="yesterday"))), "crm.accounts",
+     "invalid_envelope"),
+    ("wrong-topic-but-unknown-type", ([], encode(E("price.agreed", type="price.haggled"))), "crm.accounts",
+     "unknown_type"),
+    ("right-topic-invalid-data", ([], encode(W("price.agreed", price="-1"))), "erp.agreements", "invalid_data"),
+]
+
+
 def _value(case: object) -> bytes | None:
     if case is None or isinstance(case, bytes):
         return case
@@ -172,7 +246,7 @@ def _value(case: object) -> bytes | None:
 
 
 def test_corpus_is_big_and_named_uniquely():
-    names = [name for name, _, _ in CASES]
+    names = [name for name, _, _ in CASES] + [name for name, _, _ in BINARY_CASES] + [n for n, *_ in TOPIC_CASES]
     assert len(names) >= 40
     assert len(set(names)) == len(names)
 
@@ -184,6 +258,71 @@ def test_hostile_message_is_rejected_with_code(case, code):
     assert info.value.code == code, info.value.message
     assert info.value.message
     assert len(info.value.message) <= 300
+
+
+@pytest.mark.parametrize(("message", "code"), [(m, code) for _, m, code in BINARY_CASES],
+                         ids=[n for n, _, _ in BINARY_CASES])
+def test_hostile_binary_message_is_rejected_with_code(message, code):
+    headers, value = message
+    with pytest.raises(InvalidMessage) as info:
+        decode_event(value, headers)
+    assert info.value.code == code, info.value.message
+    assert info.value.message
+    assert len(info.value.message) <= 300
+
+
+@pytest.mark.parametrize(("message", "topic", "code"), [(m, t, code) for _, m, t, code in TOPIC_CASES],
+                         ids=[n for n, _, _, _ in TOPIC_CASES])
+def test_message_on_another_topic_is_rejected_with_code(message, topic, code):
+    headers, value = message
+    with pytest.raises(InvalidMessage) as info:
+        decode_event(value, headers, topic)
+    assert info.value.code == code, info.value.message
+
+
+@pytest.mark.parametrize(
+    ("message", "text"),
+    [
+        (binary_with("decision.made", drop=("ce_id",)), "header ce_id: missing"),
+        (binary_with("decision.made", ce_source=b"\xffx"), "header ce_source: not UTF-8"),
+        (binary_with("decision.made", ce_specversion=b"0.3"), "header ce_specversion: '0.3' is not supported"),
+        (binary_with("decision.made", ce_time=b"noon"), "header ce_time: must be an RFC 3339 date-time"),
+        (binary_with("decision.made", **{CT: b"text/plain"}), "header content-type: 'text/plain' is not"),
+        ((binary_with("decision.made")[0], b"[]"), "value: must be the event's data as a JSON object"),
+        (binary(W("decision.made", comment="c" * 2001)), "data.comment: String should have at most 2000"),
+    ],
+    ids=["missing-id", "source-not-utf8", "specversion", "time", "content-type", "value-array", "comment"],
+)
+def test_binary_message_names_the_failing_header(message, text):
+    headers, value = message
+    with pytest.raises(InvalidMessage) as info:
+        decode_event(value, headers)
+    assert info.value.message.startswith(text), info.value.message
+
+
+def test_wrong_topic_names_both_topics():
+    with pytest.raises(InvalidMessage) as info:
+        decode_event(encode(envelope("decision.made")), (), "erp.agreements")
+    assert "'kam.decisions'" in info.value.message and "'erp.agreements'" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        W("price.agreed", price="123456789012345.123456"),
+        W("dunning.triggered", amount="0.000001"),
+        W("account.upserted", name="n" * 200),
+        W("team.member_assigned", name="é" * 200, email="a" * 242 + "@example.com"),
+        W("decision.made", comment="c" * 2000),
+        W("price.agreed", agreed_by="p" * 128),
+    ],
+    ids=["money-15-and-6-digits", "money-6-decimals", "name-200", "member-name-200-email-254", "comment-2000",
+         "id-128"],
+)
+def test_values_at_the_limits_are_accepted(event):
+    assert decode_event(encode(event)).type == event["type"]
+    headers, value = binary(event)
+    assert decode_event(value, headers).digest == decode_event(encode(event)).digest
 
 
 @pytest.mark.parametrize(
