@@ -294,15 +294,16 @@ class OutboxRelay:
             raise RuntimeError(f"could not read back {sorted(map(str, remaining))} to take over the outbox")
         return found
 
-    async def _load_limits(self) -> None:
+    async def _load_limits(self, *, replace: bool = False) -> None:
+        """The topics' limits from the broker; unless `replace`, a smaller limit learned from a refusal stays."""
         try:
             limits = await message_limits(self.bootstrap)
         except Exception as exc:  # e.g. no DescribeConfigs ACL: the broker's default, and refusals teach the rest
             log.warning("could not read max.message.bytes of the output topics (%s); assuming %d until the broker "
                         "refuses less", type(exc).__name__, DEFAULT_MESSAGE_LIMIT)
             return
-        for topic, limit in limits.items():  # a limit learned from a refusal stays while it is the smaller
-            self.limits[topic] = min(limit, self.limits.get(topic, limit))
+        for topic, limit in limits.items():
+            self.limits[topic] = limit if replace else min(limit, self.limits.get(topic, limit))
 
     def _load_store_id(self) -> str:
         with self.engine.begin() as conn:
@@ -445,20 +446,25 @@ class OutboxRelay:
             add_to_counters(conn, self.instance, {UNDELIVERABLE: len(oversized)})
 
     async def _refused(self, refused: list, rows: list[tuple]) -> None:
-        """The broker refused batches as too large although they fit the limit known: learn its real limit,
-        set aside a refused single output, and replace the producer (its sequence in that partition is broken)."""
+        """The broker refused batches as too large although they fit the limit known (the topic's limit was
+        lowered meanwhile): read the limits again, so that the next round sets such outputs aside before
+        sending; where even that does not explain a refusal (a broker-wide limit), learn a smaller one.
+        Then replace the producer: after a refused batch its sequence in that partition is broken."""
+        await self._load_limits(replace=True)
         by_id = {row[0]: row for row in rows}
         single = []
         for (tp, _future, ids, size), error in refused:
             limit = self.limits.get(tp.topic, DEFAULT_MESSAGE_LIMIT)
+            if size > limit:
+                continue  # explained: the next round's check sets the oversized outputs aside, batches fit
             if len(ids) == 1:
-                row = by_id[ids[0]]
                 self.limits[tp.topic] = min(limit, size - 1)
-                single.append((row, size))
-            else:  # a smaller limit than known: split such batches from now on
-                self.limits[tp.topic] = min(limit, size - 1)
-                log.warning("the broker refused a batch of %d outputs (%d bytes) to %s as too large (%s); "
-                            "sending smaller batches", len(ids), size, tp.topic, type(error).__name__)
+                single.append((by_id[ids[0]], size))
+            else:
+                self.limits[tp.topic] = min(limit, max(size // 2, BATCH_OVERHEAD + RECORD_OVERHEAD + 1))
+                log.warning("the broker refused a batch of %d outputs (%d bytes) to %s as too large (%s) although "
+                            "the topic allows %d; sending smaller batches", len(ids), size, tp.topic,
+                            type(error).__name__, limit)
         if single:
             await self._set_aside(single)
         if self.producer_factory is not None:
