@@ -15,9 +15,6 @@ if sys.argv[1:2] == ["run"]:
 
 import asyncio  # noqa: E402
 import logging  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
 from pathlib import Path
 from typing import Annotated
 
@@ -127,44 +124,22 @@ def schemas(out: Annotated[Path, typer.Option(help="Directory for the JSON Schem
 
 
 @app.command()
+@friendly_errors
 def demo(
-    port: Annotated[int, typer.Option(help="Broker port to use, or to start one on.")] = 9092,
+    port: Annotated[int, typer.Option(help="Broker port of the demo: its own broker is started there unless a demo "
+                                           "broker runs.")] = 19092,
+    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its broker data and its stores.",
+                                           file_okay=False)] = Path(".onevoice/demo"),
     keep_broker: Annotated[bool, typer.Option(help="Leave a broker the demo started running.")] = False,
 ) -> None:
     """The newcomer's first command: start a broker if none runs, run the service, replay the bundled
-    example scenarios, and show what each KAM and each finance/ERP system received."""
-    from services.broker import start_broker, stop_broker
-    from services.demo import show_run, broker_running
+    example scenarios, and show what each KAM and each finance/ERP system received.
 
-    bootstrap = f"127.0.0.1:{port}"
-    started_here = False
-    began = time.monotonic()
-    if not broker_running(bootstrap):
-        console.print(f"[bold]Starting Apache Kafka on {bootstrap}[/] (first time: fetches the jars with Maven)")
-        bootstrap = start_broker(port)
-        started_here = True
-    try:
-        from services.scenario_runner import run_scenario_live
-        from services.scenarios import bundled_scenarios, normalised_expectation
+    Uses a broker, data directory and stores of its own, and refuses any that hold other than demo data."""
+    from services.demo import run_demo
 
-        logging.basicConfig(level=logging.WARNING)
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-        failures = 0
-        with tempfile.TemporaryDirectory(prefix="onevoice-demo-") as tmp:
-            for scenario in bundled_scenarios():
-                with console.status(f"scenario [bold]{scenario['name']}[/]…"):
-                    result = asyncio.run(run_scenario_live(
-                        scenario, bootstrap=bootstrap, database_url=f"sqlite:///{tmp}/{scenario['name']}.db",
-                        group_id=f"onevoice-demo-{uuid.uuid4().hex[:8]}"))
-                ok = result.summary == normalised_expectation(scenario)
-                failures += not ok
-                show_run(console, scenario, result, ok)
-        console.print(f"\n[bold]{len(bundled_scenarios()) - failures} of {len(bundled_scenarios())} scenarios "
-                      f"behaved as expected[/] in {time.monotonic() - began:.0f} s.")
-    finally:
-        if started_here and not keep_broker:
-            stop_broker(port=port)
-    if failures:
+    logging.basicConfig(level=logging.WARNING)
+    if run_demo(console, port=port, data_dir=data_dir, keep_broker=keep_broker):
         raise typer.Exit(1)
 
 

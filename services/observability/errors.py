@@ -19,6 +19,10 @@ from services.observability.health import PortBusy
 _PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/@\s]*:)(?P<password>[^@\s]*)@")
 
 
+class SetupMistake(RuntimeError):
+    """A mistake whose message already says what is wrong and what to do (at most two lines)."""
+
+
 class SchemaMismatch(RuntimeError):
     """The store's schema is not the one this onevoice was built for."""
 
@@ -57,6 +61,8 @@ def _chain(exc: BaseException):
 
 
 def _explain_one(exc: BaseException, settings) -> str | None:
+    if isinstance(exc, SetupMistake):
+        return str(exc)
     if isinstance(exc, ValidationError):
         return _invalid_settings(exc)
     if type(exc).__name__ == "SettingsError":  # services/config.py: already names the variables, quotes no value
