@@ -364,12 +364,18 @@ def _metadata_ok(bootstrap: str, data_dir: Path | None = None) -> bool:
             return False
 
 
-def _wait_ready(pid: int | None, port: int, data_dir: Path, deadline: float) -> None:
+def _wait_ready(pid: int | None, port: int, data_dir: Path, deadline: float,
+                proc: subprocess.Popen | None = None) -> None:
+    """Until the broker answers; `proc` (the broker this call started) tells authoritatively whether it exited
+    (reading /proc/<pid>/cmdline of a JVM that is just starting gave a false "exited" under load, and the
+    healthy broker was then stopped)."""
     bootstrap = _bootstrap(port)
     while True:
-        if pid is not None and not _is_our_broker(pid, data_dir):
+        exited = proc.poll() is not None if proc is not None else pid is not None and not _is_our_broker(pid, data_dir)
+        if exited:
+            status = f", exit status {proc.returncode}" if proc is not None else ""
             raise BrokerError(
-                f"The Kafka broker (pid {pid}) exited during start-up. Tail of {data_dir / BROKER_LOG}:\n"
+                f"The Kafka broker (pid {pid}{status}) exited during start-up. Tail of {data_dir / BROKER_LOG}:\n"
                 f"{_tail(data_dir / BROKER_LOG)}\n--- {data_dir / BROKER_OUT}:\n{_tail(data_dir / BROKER_OUT, 20)}"
             )
         if _port_open(port) and _metadata_ok(bootstrap, data_dir):
@@ -554,7 +560,7 @@ def start_broker(port: int = 9092, data_dir: Path | None = None, *, quiet: bool 
                 )
             (data_dir / PID_FILE).write_text(f"{proc.pid}\n")
             try:
-                _wait_ready(proc.pid, port, data_dir, deadline)
+                _wait_ready(proc.pid, port, data_dir, deadline, proc)
                 if secure:
                     broker_secure.ensure_acls(java, libs, tools, data_dir, _bootstrap(port))
             except BrokerError:
