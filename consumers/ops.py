@@ -27,7 +27,7 @@ from services.store import tables as t
 log = logging.getLogger("onevoice.ops")
 batch_log = logging.getLogger("onevoice.batch")
 alert_log = logging.getLogger("onevoice.alerts")
-COUNTERS = ("processed", "duplicates", "stale", "dead_letters", "escalations", "unknown_accounts")
+COUNTERS = ("processed", "duplicates", "stale", "dead_letters", "escalations", "unknown_accounts", "undeliverable")
 CHECK_TIMEOUT_S = 2.5  # each readiness check; /readyz must turn within 5 s of an outage
 
 
@@ -175,6 +175,7 @@ class OpsReporter:
 
     async def publish(self) -> dict:
         service = self.service
+        m.READY.set(0 if await self.readiness_problems() else 1)  # for Prometheus, also when no probe asks
         health = await asyncio.to_thread(read_store_health, service.engine, service.clock())
         m.OPEN_ALERTS.set(health.open_alerts)
         m.ESCALATED_OPEN.set(health.escalated_open)
