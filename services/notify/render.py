@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
 from pathlib import Path
@@ -20,6 +21,7 @@ from services.notify.texts import words
 _ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                    autoescape=select_autoescape(["html.j2"]), keep_trailing_newline=True)
 SEVERITY_COLOURS = {"critical": "#7f1d1d", "high": "#dc2626", "medium": "#d97706", "low": "#6b7280"}
+MAIL_POLICY = email_policy.default.clone(max_line_length=998)  # see smtp.WIRE_POLICY
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
 
@@ -108,29 +110,28 @@ def render_digest(person: Person, day: str, period: tuple[str, str], content: Di
                   key_account_names: dict[str, str], base_url: str, tz: str) -> Mail:
     t = words(person.language)
 
-    def rows(items, deadlines=True):
+    new_ids = {a.get("alert_id") for a in content.new}
+
+    def rows(items, deadlines=True, mark_new=False):
         ordered = sorted(items, key=lambda a: (SEVERITY_ORDER.get(a.get("severity"), 9), a.get("due_at") or "~",
                                                a.get("title", "")))
         return [{"severity": a.get("severity", "info"), "colour": SEVERITY_COLOURS.get(a.get("severity"), "#1d4ed8"),
                  "key_account": key_account_names.get(a["key_account_id"], a["key_account_id"]),
-                 "title": a["title"],
+                 "title": a["title"], "new": mark_new and a.get("alert_id") in new_ids,
                  "link": alert_link(base_url, a["alert_id"]) if "alert_id" in a
                  else f"{base_url.rstrip('/')}/notices/{a['notice_id']}",
                  "deadline": local_time(a.get("due_at"), tz) if deadlines else None} for a in ordered]
 
     sections = [
-        {"heading": t["digest.open"].format(count=len(content.open_alerts)), "short": t["col.status"] + ": open"
-         if person.language == "en" else "offen", "rows": rows(content.open_alerts), "deadlines": True},
-        {"heading": t["digest.new"].format(count=len(content.new)), "short": t["status.open"],
-         "rows": rows(content.new), "deadlines": True},
+        {"heading": t["digest.open"].format(count=len(content.open_alerts)), "short": t["digest.short_open"],
+         "rows": rows(content.open_alerts, mark_new=True), "deadlines": True},
         {"heading": t["digest.escalated"].format(count=len(content.escalated)), "short": t["status.escalated"],
          "rows": rows(content.escalated), "deadlines": True},
         {"heading": t["digest.resolved"].format(count=len(content.resolved)), "short": t["status.resolved"],
          "rows": rows(content.resolved, deadlines=False), "deadlines": False},
-        {"heading": t["digest.notices"].format(count=len(content.notices)), "short": t["notice"],
+        {"heading": t["digest.notices"].format(count=len(content.notices)), "short": t["digest.short_notices"],
          "rows": rows(content.notices, deadlines=False), "deadlines": False},
     ]
-    sections[0]["short"] = "open" if person.language == "en" else "offen"
     subject = "[onevoice] " + t["digest.subject"].format(date=day, open=len(content.open_alerts),
                                                          escalated=len(content.escalated),
                                                          resolved=len(content.resolved))
@@ -147,7 +148,7 @@ def email_message(mail: Mail, *, sender: str, person: Person, subject_id: str, s
                   headers: dict[str, str] | None = None, thread_of: str | None = None) -> EmailMessage:
     """The MIME message (text + HTML alternative) with a Message-ID derived from (subject, status, recipient)."""
     domain = parseaddr(sender)[1].rpartition("@")[2] or "onevoice.local"
-    msg = EmailMessage()
+    msg = EmailMessage(policy=MAIL_POLICY)
     msg["From"] = sender
     msg["To"] = formataddr((person.name or "", person.email or ""))
     msg["Subject"] = mail.subject
