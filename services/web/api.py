@@ -30,7 +30,7 @@ def _split(value: str | None) -> tuple[str, ...]:
 
 @router.get("/me", response_model=Me, summary="The signed-in person, their key accounts and roles")
 def get_me(request: Request, user: User) -> dict:
-    with context_of(request).engine.connect() as conn:
+    with queries.snapshot(context_of(request).engine) as conn:
         return views.me(conn, user.viewer)
 
 
@@ -52,7 +52,7 @@ def get_alerts(
                               key_account_ids=_split(key_account_id), rules=_split(rule), severities=_split(severity),
                               involving=me if involving == "me" else involving)
     try:
-        with context_of(request).engine.connect() as conn:
+        with queries.snapshot(context_of(request).engine) as conn:
             page = queries.list_alerts(conn, user.viewer, flt, limit=limit, cursor=cursor)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
@@ -62,7 +62,7 @@ def get_alerts(
 @router.get("/alerts/{alert_id}", response_model=AlertDetail,
             summary="An alert with its history, evidence, instruction and the decisions I may take")
 def get_alert(request: Request, user: User, alert_id: str) -> dict:
-    with context_of(request).engine.connect() as conn:
+    with queries.snapshot(context_of(request).engine) as conn:
         detail = views.alert_detail(conn, user.viewer, alert_id)
     if detail is None:
         raise HTTPException(404, "no such alert")
@@ -88,14 +88,14 @@ async def post_decision(request: Request, user: User, alert_id: str, body: Decis
 
 
 def _check(engine, user: SignedIn, alert_id: str, decision: str):
-    with engine.connect() as conn:
+    with queries.snapshot(engine) as conn:
         return views.check_decision(conn, user.viewer, alert_id, decision)
 
 
 @router.get("/decisions/{event_id}", response_model=DecisionStatus,
             summary="What became of a decision: pending, applied, or rejected with the dead-letter code")
 def get_decision(request: Request, user: User, event_id: str) -> dict:
-    with context_of(request).engine.connect() as conn:
+    with queries.snapshot(context_of(request).engine) as conn:
         row = queries.decision(conn, event_id)
     if row is None or not (user.viewer.admin or row["decided_by"] == user.viewer.person_id):
         raise HTTPException(404, "no such decision")
@@ -107,7 +107,7 @@ def get_decision(request: Request, user: User, event_id: str) -> dict:
 @router.get("/key-accounts/{key_account_id}", response_model=KeyAccountDetail,
             summary="A key account: hierarchy, team, active agreements, open alerts, recent notices")
 def get_key_account(request: Request, user: User, key_account_id: str) -> dict:
-    with context_of(request).engine.connect() as conn:
+    with queries.snapshot(context_of(request).engine) as conn:
         detail = views.key_account_detail(conn, user.viewer, key_account_id)
     if detail is None:
         raise HTTPException(404, "no such key account")
@@ -118,7 +118,7 @@ def get_key_account(request: Request, user: User, key_account_id: str) -> dict:
 def get_notices(request: Request, user: User, unread: bool = False,
                 limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict:
     ctx = context_of(request)
-    with ctx.engine.connect() as conn:
+    with queries.snapshot(ctx.engine) as conn:
         items = queries.my_notices(conn, user.viewer, limit=limit, unread_only=unread,
                                    everywhere=user.viewer.person_id == ctx.settings.fallback_assignee)
     return {"items": items}

@@ -142,7 +142,7 @@ def switch_language(request: Request, lang: str, next: str = "/") -> Response:
 def inbox(request: Request, signed: SignedIn = Depends(identify)) -> HTMLResponse:
     ctx = context_of(request)
     viewer = signed.viewer
-    with ctx.engine.connect() as conn:
+    with queries.snapshot(ctx.engine) as conn:
         page = queries.list_alerts(conn, viewer, queries.AlertFilter(statuses=tuple(OPEN_STATUSES),
                                                                      involving=viewer.person_id), limit=100)
         notices = queries.my_notices(conn, viewer, limit=30,
@@ -166,7 +166,7 @@ def alert_list(request: Request, signed: SignedIn = Depends(identify), status: s
                               rules=(rule,) if rule in RULES else (),
                               key_account_ids=(key_account_id,) if key_account_id else (),
                               assignee=viewer.person_id if assignee == "me" else assignee or None)
-    with ctx.engine.connect() as conn:
+    with queries.snapshot(ctx.engine) as conn:
         try:
             page = queries.list_alerts(conn, viewer, flt, limit=50, cursor=cursor or None)
         except ValueError:
@@ -190,7 +190,7 @@ def alert_list(request: Request, signed: SignedIn = Depends(identify), status: s
 @router.get("/alerts/{alert_id}", response_class=HTMLResponse)
 def alert_page(request: Request, alert_id: str, signed: SignedIn = Depends(identify), sent: str = "",
                error: str = "") -> HTMLResponse:
-    with context_of(request).engine.connect() as conn:
+    with queries.snapshot(context_of(request).engine) as conn:
         detail = views.alert_detail(conn, signed.viewer, alert_id)
         my_name = _my_name(conn, signed)
     if detail is None:
@@ -228,7 +228,7 @@ async def decide(request: Request, alert_id: str, signed: SignedIn = Depends(ide
 
 
 def _check(engine, signed: SignedIn, alert_id: str, decision: str):
-    with engine.connect() as conn:
+    with queries.snapshot(engine) as conn:
         return views.check_decision(conn, signed.viewer, alert_id, decision)
 
 
@@ -237,7 +237,7 @@ def _check(engine, signed: SignedIn, alert_id: str, decision: str):
 
 @router.get("/key-accounts/{key_account_id}", response_class=HTMLResponse)
 def key_account_page(request: Request, key_account_id: str, signed: SignedIn = Depends(identify)) -> Response:
-    with context_of(request).engine.connect() as conn:
+    with queries.snapshot(context_of(request).engine) as conn:
         detail = views.key_account_detail(conn, signed.viewer, key_account_id)
         if detail is None:
             found = queries.account(conn, key_account_id)

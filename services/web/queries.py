@@ -14,8 +14,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import orjson
-from sqlalchemy import Connection, and_, literal_column, or_, select, tuple_
+from sqlalchemy import Connection, Engine, and_, literal_column, or_, select, tuple_
 
 from schemas.outputs import OPEN_STATUSES
 from services.domain import Team, TeamMember
@@ -386,3 +389,18 @@ def _notice(row) -> dict:
                                "caused_by", "created_at")}
     out["recipients"] = json.loads(row["recipients"])
     return out
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection whose statements all see the store as of one instant.
+
+    The pipeline commits an alert's new status and the decision's outcome together; read in two
+    statements under READ COMMITTED, a page could show the outcome "applied" beside the old status.
+    PostgreSQL's REPEATABLE READ gives one snapshot for the whole read; a SQLite read transaction is one.
+    """
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn

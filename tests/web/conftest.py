@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +50,13 @@ class LiveStack:
     env: dict
     suffix: str
     output_start: dict
+    logs: Path | None = None
     tokens: dict[str, str] = field(default_factory=dict)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the `onevoice run` and `onevoice web` logs, for a failing test's message."""
+        return "\n".join(f"--- {name}\n" + "\n".join((self.logs / name).read_text(errors="replace").splitlines()[-lines:])
+                         for name in ("run.log", "web.log") if self.logs and (self.logs / name).exists())
 
     def token(self, person_id: str, *extra: str) -> str:
         """A token from `onevoice token create` (its last line of stdout), one per person and options."""
@@ -66,11 +73,11 @@ class LiveStack:
 
     def publish(self, events: list[tuple[str, bytes | None, bytes]], timeout_s: float = 90) -> None:
         """Publish, then wait until `onevoice run` has committed past them."""
-        asyncio.run(_publish(self.bootstrap, events))
-        asyncio.run(wait_until_caught_up(self.bootstrap, self.group_id, timeout_s))
+        in_thread(_publish(self.bootstrap, events))
+        in_thread(wait_until_caught_up(self.bootstrap, self.group_id, timeout_s))
 
     def outputs(self) -> dict[str, list[dict]]:
-        return asyncio.run(read_outputs(self.bootstrap, self.output_start))
+        return in_thread(read_outputs(self.bootstrap, self.output_start))
 
     def dunning(self, dunning_id: str, account_id: str = "ACME-IT", action: str = "collection") -> None:
         data = {"dunning_id": dunning_id, "account_id": account_id, "invoice_id": f"INV-{dunning_id}", "level": 3,
@@ -78,6 +85,12 @@ class LiveStack:
         self.publish([("finance.dunning", account_id.encode(), json.dumps(
             {"specversion": "1.0", "id": f"{dunning_id}-{self.suffix}", "source": "finance/sap", "type": "dunning.triggered",
              "time": "2027-01-03T00:00:00Z", "data": data}).encode())])
+
+
+def in_thread(coroutine):
+    """Run a coroutine to its end on a thread of its own (Playwright's sync API keeps a loop running here)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 async def _publish(bootstrap: str, events) -> None:
@@ -143,7 +156,8 @@ def live_stack(kafka_bootstrap, postgres_url, tmp_path_factory):
         with open(web_log, "wb") as out:
             web = subprocess.Popen([sys.executable, "-m", "services.cli", "web", "--port", str(port)], cwd=REPO_ROOT,
                                    env=env, stdout=out, stderr=subprocess.STDOUT)
-        stack = LiveStack(f"http://127.0.0.1:{port}", kafka_bootstrap, database_url, group_id, env, suffix, output_start)
+        stack = LiveStack(f"http://127.0.0.1:{port}", kafka_bootstrap, database_url, group_id, env, suffix, output_start,
+                          logs)
         try:
             _wait_http(f"{stack.base_url}/healthz", web, web_log)
             for step in _steps("key-account-dunning"):
