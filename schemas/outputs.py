@@ -171,6 +171,8 @@ class OpsSnapshot(OutputModel):
     unknown_accounts: NonNegativeQty = Field(description="events naming accounts never upserted")
     instance: str = Field(description="which onevoice process sent this snapshot")
     outbox_pending: NonNegativeQty = Field(0, description="outputs committed but not yet published")
+    undeliverable: NonNegativeQty = Field(0, description="outputs set aside because the broker refuses them as "
+                                                         "too large (outbox.undeliverable)")
 
 
 #: A dead letter keeps at most this much of the value and of the key (CONTRACT §6), so it fits 1 MiB.

@@ -56,7 +56,7 @@ def test_output_schema_fields(tmp_path):
     ops = json.loads((tmp_path / "kam.ops.schema.json").read_text(encoding="utf-8"))
     assert set(ops["properties"]) == {
         "at", "processed", "duplicates", "stale", "dead_letters", "open_alerts", "escalations",
-        "consumer_lag", "unknown_accounts", "instance", "outbox_pending",
+        "consumer_lag", "unknown_accounts", "instance", "outbox_pending", "undeliverable",
     }  # fmt: skip
 
 

@@ -80,5 +80,5 @@ def test_ops_snapshot_fields():
     assert doc["at"] == "2027-01-10T09:00:00Z"
     assert list(doc) == [
         "at", "processed", "duplicates", "stale", "dead_letters", "open_alerts", "escalations",
-        "consumer_lag", "unknown_accounts", "instance", "outbox_pending",
+        "consumer_lag", "unknown_accounts", "instance", "outbox_pending", "undeliverable",
     ]  # fmt: skip
