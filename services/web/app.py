@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     """The inbox app over `settings` (read from the environment when not given)."""
     settings = settings or Settings()
     engine = engine or make_engine(settings.database_url)
-    publisher = publisher or DecisionPublisher(settings.kafka_bootstrap)
+    publisher = publisher or DecisionPublisher(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import Engine
 
+from services import kafka_clients
+from services.kafka_clients import KafkaTarget
 from services.web.tables import web_decisions
 from services.web.tokens import now_iso
 
@@ -40,8 +42,8 @@ def decision_event(*, alert_id: str, decision: str, decided_by: str, comment: st
 class DecisionPublisher:
     """One idempotent Kafka producer per web process, started on first use so the pages work without Kafka."""
 
-    def __init__(self, bootstrap: str, *, timeout_s: float = 15.0):
-        self.bootstrap = bootstrap
+    def __init__(self, target: KafkaTarget, *, timeout_s: float = 15.0):
+        self.target = target  # Settings (with the cluster's SASL/TLS) or a plaintext bootstrap address
         self.timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
@@ -49,8 +51,8 @@ class DecisionPublisher:
     async def _started(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all",
-                                            request_timeout_ms=int(self.timeout_s * 1000))
+                producer = kafka_clients.producer(self.target, enable_idempotence=True, acks="all",
+                                                  request_timeout_ms=int(self.timeout_s * 1000))
                 try:
                     await asyncio.wait_for(producer.start(), self.timeout_s)
                 except BaseException:

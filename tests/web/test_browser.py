@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
-CHROMIUM = Path(os.environ.get("ONEVOICE_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM = Path(os.environ.get("ONEVOICE_TEST_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
