@@ -160,8 +160,9 @@ def email_message(mail: Mail, *, sender: str, person: Person, subject_id: str, s
         msg["References"] = first
     for name, value in (headers or {}).items():
         msg[name] = value
-    msg.set_content(mail.text)
-    msg.add_alternative(mail.html, subtype="html")
+    # quoted-printable: 7-bit on the wire, so a relay without 8BITMIME passes umlauts and "·" unchanged
+    msg.set_content(mail.text, cte="quoted-printable")
+    msg.add_alternative(mail.html, subtype="html", cte="quoted-printable")
     return msg
 
 
