@@ -11,19 +11,19 @@ from services.report.kpis import BACKLOG_BUCKETS, Group, Kpis, ranked
 TABLE_ROWS = 50  # per table; the rest are summed up in the "others" line
 
 STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1200px;color:#222;
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1400px;color:#222;
 padding:0 1rem}
 h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
 .sub{color:#666;margin-top:0}
 .cards{display:flex;gap:1rem;flex-wrap:wrap;margin:1rem 0}
 .card{border:1px solid #ddd;border-radius:8px;padding:.7rem 1rem;min-width:9rem}
 .card b{display:block;font-size:1.5rem} .card span{color:#666;font-size:.85rem}
-table{border-collapse:collapse;width:100%;font-size:.85rem}
+table{border-collapse:collapse;width:100%;font-size:.8rem}
 th,td{padding:.3rem .5rem;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
 th{background:#f6f7f9;position:sticky;top:0} td:first-child,th:first-child{text-align:left}
 td.rules{text-align:left;white-space:normal;color:#555;font-size:.8rem}
 tr.total td{font-weight:600;border-top:2px solid #ccc}
-.plots{display:flex;flex-wrap:wrap;gap:1rem} .plots img{max-width:100%;border:1px solid #eee}
+.plots{display:grid;grid-template-columns:1fr 1fr;gap:1rem} .plots img{width:100%;border:1px solid #eee}
 dl{font-size:.85rem;color:#444} dt{font-weight:600;margin-top:.4rem}
 """
 

@@ -14,7 +14,7 @@ COLOURS = ["#1f5f8b", "#e07b39", "#3c9d5d", "#c0392b", "#8e6cbf", "#7f8c8d", "#d
 
 def _png(fig, right: float = 0.76) -> bytes:
     # Fixed margins: matplotlib's constrained layout measured every label first, half of the drawing time.
-    fig.subplots_adjust(left=0.08, right=right, top=0.88, bottom=0.22)
+    fig.subplots_adjust(left=0.09, right=right, top=0.88, bottom=0.22)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)  # the Agg canvas: no pyplot, no display, nothing global
     return buffer.getvalue()
@@ -86,7 +86,7 @@ def escalations_and_backlog(kpis: Kpis, backlog_at_week_end: list[int]) -> bytes
 def backlog_by_age(kpis: Kpis) -> bytes:
     labels = [label for _, label in BACKLOG_BUCKETS]
     counts = [kpis.total.backlog[label] for label in labels]
-    fig = Figure(figsize=(5, 3.0))
+    fig = Figure(figsize=(8, 3.4))
     ax = fig.subplots()
     bars = ax.bar(labels, counts, color=[COLOURS[2], COLOURS[0], COLOURS[6], COLOURS[1], COLOURS[3]])
     ax.bar_label(bars, fontsize=8)
