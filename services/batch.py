@@ -50,6 +50,7 @@ class Batch:
     dirty: dict[str, str] = field(default_factory=dict)  # key account -> the event that changed it
     changed: dict[str, set[str]] = field(default_factory=dict)  # key account -> agreements changed, if only those
     whole: set[str] = field(default_factory=set)  # key accounts to judge whole (team, hierarchy, promotion)
+    reread: set[str] = field(default_factory=set)  # key accounts whose accounts changed in this transaction
     locked: set[str] = field(default_factory=set)
     history: list[dict] = field(default_factory=list)  # alert status changes
     decision_outcomes: list[dict] = field(default_factory=list)
@@ -66,6 +67,7 @@ class Batch:
         if root_id is not None:
             self.dirty[root_id] = caused_by
             self.whole.add(root_id)
+            self.reread.add(root_id)
 
     def touch_agreement(self, root_id: str | None, caused_by: str, agreement_id: str) -> None:
         """Only this agreement (or promotion) changed: judge the conflicts it can take part in."""

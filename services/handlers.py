@@ -315,16 +315,17 @@ def _promotion_roots(repo: StateRepository, event: Event) -> set[str]:
     return _undercut_roots(repo, event, repo.get(t.promotions, event.data.promotion_id))
 
 
-def _decision_roots(repo: StateRepository, event: Event) -> set[str]:
+def _decision_roots(repo: StateRepository, event: Event) -> set[str] | None:
     alert = repo.alert(event.data.alert_id)
-    return {alert["key_account_id"]} if alert is not None else set()
+    return {alert["key_account_id"]} if alert is not None else None  # judging may be about to open it
 
 
 def _no_roots(repo: StateRepository, event: Event) -> set[str]:
     return set()  # exceptions neither change nor read what judging decides
 
 
-KEY_ACCOUNTS_TOUCHED: dict[str, Callable[[StateRepository, Event], set[str]]] = {
+#: None: the event depends on whatever judging is pending
+KEY_ACCOUNTS_TOUCHED: dict[str, Callable[[StateRepository, Event], set[str] | None]] = {
     "account.upserted": _account_roots,
     "team.member_assigned": _team_roots,
     "team.member_removed": _team_roots,

@@ -36,7 +36,8 @@ def judge_key_accounts(batch: Batch, fallback: str, lock: Callable[[Batch, set[s
     roots = sorted(batch.dirty)
     partial = {root: ids for root, ids in batch.changed.items() if root not in batch.whole}
     related = related_agreements(repo, partial)
-    states = repo.key_account_states(roots, batch.whole, CONFLICT_RULES, partial)
+    # Cached states know nothing of this transaction's account changes, however long ago it judged them
+    states = repo.key_account_states(roots, batch.reread, CONFLICT_RULES, partial)
     teams = repo.teams(roots)
     agreements_by_root = {}
     pairs = set()

@@ -217,7 +217,8 @@ class Processor:
             if isinstance(item, InvalidMessage):
                 batch.dead_letter(record, item.code, item.message)
                 continue
-            if not batch.dirty.keys().isdisjoint(KEY_ACCOUNTS_TOUCHED[item.type](batch.repo, item)):
+            touched = KEY_ACCOUNTS_TOUCHED[item.type](batch.repo, item) if batch.dirty else set()
+            if touched is None or not batch.dirty.keys().isdisjoint(touched):
                 judge_key_accounts(batch, fallback, self._lock)  # as if each event had been its own batch
             HANDLERS[item.type](batch, self.settings, record, item)
         judge_key_accounts(batch, fallback, self._lock)

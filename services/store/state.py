@@ -287,9 +287,15 @@ class StateRepository:
         self._written[table.name][key] = row
         if table is t.alerts:
             self._alerts_by_ref[(row["rule"], row["ref_id"])].add(row["alert_id"])
+        elif table is t.agreements:
+            if row["kind"] == "price" and row["scope"] == "global" and self._undercut:
+                # a promotion of this product launched later in the batch may undercut this key account
+                for pair in [p for p in self._undercut if p[1] == row["product_id"]]:
+                    del self._undercut[pair]
         elif table is t.accounts:
             self._changes_teams = True
             self._teams.clear()
+            self._undercut.clear()  # the account may bring its key account into another country
             if row["parent_id"] is not None:
                 self._has_children[row["parent_id"]] = True
         elif table is t.team_members:
@@ -458,7 +464,7 @@ class StateRepository:
     def prefetch_undercut(self, pairs: Iterable[tuple[str, str]]) -> None:
         """For (country, product) pairs, the roots with an account in the country and a global price for the product.
 
-        Cached for the batch: an account or price added later in the batch judges its key account anyway.
+        Cached for the batch until an account or a global price it may not include is written (`put`).
         """
         wanted = sorted({p for p in pairs if p not in self._undercut})
         if not wanted:

@@ -157,6 +157,7 @@ def _process(sqlite_url: str, events: list[dict]) -> list[tuple[str, dict]]:
 
     from sqlalchemy import select
 
+    from schemas.registry import TOPIC_BY_TYPE
     from services.config import Settings
     from services.inputs import InputRecord
     from services.processor import Processor
@@ -167,7 +168,7 @@ def _process(sqlite_url: str, events: list[dict]) -> list[tuple[str, dict]]:
     create_tables(engine)
     processor = Processor(engine, Settings(database_url=sqlite_url))
     for offset, event in enumerate(events):
-        processor.process([InputRecord("erp.stock", 0, offset, None, json.dumps(event).encode())])
+        processor.process([InputRecord(TOPIC_BY_TYPE[event["type"]], 0, offset, None, json.dumps(event).encode())])
     with engine.connect() as conn:
         rows = conn.execute(select(t.outbox).order_by(t.outbox.c.id)).all()
     engine.dispose()
