@@ -15,6 +15,7 @@ if sys.argv[1:2] == ["run"]:
 
 import asyncio  # noqa: E402
 import logging  # noqa: E402
+from enum import Enum  # noqa: E402
 from pathlib import Path
 from typing import Annotated
 
@@ -90,27 +91,63 @@ def run(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug log
         raise typer.Exit(2) from None
 
 
+class ContentMode(str, Enum):
+    """`onevoice replay --mode`: how each event is put into a Kafka message (CONTRACT §2)."""
+
+    structured = "structured"
+    binary = "binary"
+    mixed = "mixed"
+
+
 @app.command()
 @friendly_errors
 def replay(
     file: Annotated[Path, typer.Argument(help="JSON-lines file, one CloudEvent per line.", exists=True, dir_okay=False,
                                          metavar="FILE")],
+    mode: Annotated[ContentMode, typer.Option(
+        help="Content mode (CONTRACT §2): structured (the line as the value), binary (attributes as ce_* headers, "
+             "data as the value) or mixed (each event in one of the two at random, see --seed).")
+    ] = ContentMode.structured,
+    seed: Annotated[int, typer.Option(help="Seed of the --mode mixed draws (same file and seed, same choices).")] = 0,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers (default: ONEVOICE_KAFKA_BOOTSTRAP; "
+                                                       "the ONEVOICE_KAFKA_* security settings apply).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every line as the service would; publish "
+                                                            "nothing.")] = False,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Exit 0 even when lines were skipped "
+                                                                      "(they are still listed).")] = False,
     topic: Annotated[str | None, typer.Option(help="Publish every line to this topic instead of the one of its type.")] = None,
 ) -> None:
-    """Publish a JSON-lines file of events to their topics (chosen by `type`, keyed as CONTRACT §3 says)."""
+    """Publish a JSON-lines file of events to their topics (chosen by `type`, keyed as CONTRACT §3 says).
+
+    Every line is checked as the service will check it.
+    A line it would dead-letter is skipped and listed with its reason (the first ten); exit code 1 unless --skip-invalid.
+    Re-running a corrected file is safe: events already applied are duplicates and change nothing.
+    """
     from services.replay import replay_file
 
     settings = Settings()
+    if bootstrap:
+        settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
     lines = file.read_bytes().splitlines()
-    with Progress(TextColumn("[bold]replay[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console) as progress:
+    with Progress(TextColumn("[bold]replay[/]" if not dry_run else "[bold]check[/]"), BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("replay", total=len(lines))
-        report = asyncio.run(replay_file(settings, lines, topic=topic,
+        report = asyncio.run(replay_file(settings, lines, topic=topic, mode=mode.value, seed=seed, dry_run=dry_run,
                                          on_progress=lambda n: progress.update(task, advance=n)))
-    console.print(f"published {report.published} events to {settings.kafka_bootstrap}"
-                  + (f"; skipped {report.skipped} lines ({report.first_problem})" if report.skipped else ""))
-    if report.skipped and not report.published:
-        raise typer.Exit(1)
+    modes = ", ".join(f"{n} {m}" for m, n in sorted(report.modes.items()))
+    if dry_run:
+        console.print(f"dry run: {report.valid} valid events ({modes or 'none'}); nothing published", markup=False)
+    else:
+        console.print(f"published {report.published} events to {settings.kafka_bootstrap} ({modes or 'none'})",
+                      markup=False)
+    if report.skipped:
+        console.print(f"skipped {report.skipped} lines:", markup=False)
+        for problem in report.problems:
+            console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+        if report.unlisted:
+            console.print(f"  … and {report.unlisted} more", markup=False)
+        if not skip_invalid:
+            raise typer.Exit(1)
 
 
 @app.command()

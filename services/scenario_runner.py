@@ -3,15 +3,31 @@
 Each run gets its own consumer group whose offsets start at the current end of the input
 topics, so earlier messages on a shared broker do not leak in, and its own database.
 Used by `onevoice demo` and the end-to-end tests.
+
+Publishing modes (CONTRACT §2: a sender chooses the content mode of each message):
+
+- ``structured``: every message as the scenario writes it (its JSON, or its ``raw`` text);
+- ``binary``: every event through the official CloudEvents SDK's Kafka binding in binary mode
+  (``ce_*`` headers, the value is ``data``);
+- ``mixed``: each event, at random (seeded), through the SDK in binary or in structured mode.
+
+In ``binary`` and ``mixed`` mode, what cannot be a CloudEvent at all (a ``raw`` message, a value
+whose envelope is invalid: not JSON, no specversion, ...) is sent as the scenario writes it, as
+a producer would; ``ScenarioRun.modes`` counts what went which way. The SDK (package
+``cloudevents``, a development dependency) is imported only for those modes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -25,7 +41,10 @@ from services.config import Settings
 from services.scenarios import decision_event, message_bytes, summarise
 from services.store import tables as t
 
-OUTPUT_TOPICS = ("kam.alerts", "kam.instructions", "kam.dlq")
+OUTPUT_TOPICS = ("kam.alerts", "kam.instructions", "kam.notices", "kam.dlq")
+
+PublishMode = Literal["structured", "binary", "mixed"]
+PUBLISH_MODES: tuple[str, ...] = ("structured", "binary", "mixed")
 
 
 @dataclass
@@ -36,6 +55,65 @@ class ScenarioRun:
     instructions: list[dict] = field(default_factory=list)
     dead_letters: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    notices: list[dict] = field(default_factory=list)
+    #: messages sent per way: "as written", "sdk binary", "sdk structured"
+    modes: Counter = field(default_factory=Counter)
+
+
+class ScenarioPublisher:
+    """Turns a scenario's messages into Kafka messages in the chosen publishing mode (module docstring)."""
+
+    def __init__(self, mode: PublishMode = "structured", seed: int = 0) -> None:
+        if mode not in PUBLISH_MODES:
+            raise ValueError(f"publishing mode must be one of {', '.join(PUBLISH_MODES)}, not {mode!r}")
+        self.mode = mode
+        self.random = random.Random(seed)
+        self.modes: Counter = Counter()
+
+    def entry(self, entry: dict) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
+        """(topic, key, value, headers) of one `publish` entry."""
+        topic, key, value = message_bytes(entry)
+        event = entry.get("value") if "raw" not in entry else None
+        headers, value = self.event(event, value)
+        return topic, key, value, headers
+
+    def event(self, event: dict | None, as_written: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
+        """(headers, value) of one event: `as_written` unless the mode sends it through the SDK."""
+        if self.mode == "structured" or not _is_cloud_event(event):
+            self.modes["as written"] += 1
+            return [], as_written
+        binary = self.mode == "binary" or self.random.random() < 0.5
+        self.modes["sdk binary" if binary else "sdk structured"] += 1
+        return sdk_message(event, "binary" if binary else "structured")
+
+
+def _is_cloud_event(event) -> bool:
+    """Whether the SDK can carry `event` as it is: a valid envelope (its data may still be invalid)."""
+    from pydantic import ValidationError
+
+    from schemas.envelope import CloudEvent
+
+    if not isinstance(event, dict):
+        return False
+    try:
+        CloudEvent.model_validate(event)
+    except ValidationError:
+        return False
+    return True
+
+
+def sdk_message(event: dict, mode: Literal["binary", "structured"]) -> tuple[list[tuple[str, bytes]], bytes]:
+    """(headers, value) of a structured event dict, written by the official CloudEvents SDK (2.x core API)."""
+    from cloudevents.core.bindings import kafka as ce_kafka
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent as SdkEvent
+
+    attributes = {name: value for name, value in event.items() if name != "data" and value is not None}
+    attributes["time"] = datetime.fromisoformat(attributes["time"])
+    attributes.setdefault("datacontenttype", "application/json")
+    convert = ce_kafka.to_binary if mode == "binary" else ce_kafka.to_structured
+    message = convert(SdkEvent(attributes, event["data"]), JSONFormat())
+    return list(message.headers.items()), message.value
 
 
 async def end_offsets(bootstrap: str, topics) -> dict[TopicPartition, int]:
@@ -118,14 +196,19 @@ async def read_outputs(bootstrap: str, since: dict[TopicPartition, int]) -> dict
 
 async def run_scenario_live(scenario: dict, *, bootstrap: str, database_url: str, group_id: str,
                             timeout_s: float = 60.0, partitions: int = 6, kafka: Settings | None = None,
-                            service_kafka: Settings | None = None) -> ScenarioRun:
+                            service_kafka: Settings | None = None, mode: PublishMode = "structured",
+                            seed: int = 0) -> ScenarioRun:
     """Publish the scenario's steps one after the other, each once the service has caught up with the last.
+
+    `mode` is the publishing mode (module docstring), `seed` chooses the content modes in ``mixed``.
+    The summary holds kam.notices too: a scenario expects exactly its `expect.notices`.
 
     On a secured cluster, `kafka` carries the Kafka security settings of the runner's own clients (a
     principal that may publish the inputs and decisions and read the outputs) and `service_kafka` those
     of the service (default: the same).
     """
     started = time.monotonic()
+    publisher = ScenarioPublisher(mode, seed)
     service_security = (service_kafka or kafka).kafka_security() if (service_kafka or kafka) else {}
     if kafka is not None:  # from here on `bootstrap` is the runner's client settings (services/kafka_clients.py)
         bootstrap = kafka.model_copy(update={"kafka_bootstrap": bootstrap})
@@ -161,15 +244,16 @@ async def run_scenario_live(scenario: dict, *, bootstrap: str, database_url: str
         for index, step in enumerate(scenario["steps"]):
             if "publish" in step:
                 for entry in step["publish"]:
-                    topic, key, value = message_bytes(entry)
-                    await producer.send_and_wait(topic, value, key=key)
+                    topic, key, value, headers = publisher.entry(entry)
+                    await producer.send_and_wait(topic, value, key=key, headers=headers or None)
             elif "decide" in step:
                 decide = step["decide"]
                 outputs = await read_outputs(bootstrap, output_start)
                 ids = [a["alert_id"] for a in outputs["kam.alerts"] if a["fingerprint"] == decide["fingerprint"]]
                 alert_id = ids[-1] if ids else f"{scenario['name']}-unknown-alert-{index}"
                 event = decision_event(scenario["name"], index, alert_id, decide)
-                await producer.send_and_wait("kam.decisions", json.dumps(event).encode(), key=alert_id.encode())
+                headers, value = publisher.event(event, json.dumps(event).encode())
+                await producer.send_and_wait("kam.decisions", value, key=alert_id.encode(), headers=headers or None)
             elif step.get("advance"):
                 await asyncio.sleep(settings.decision_window_s + 1.0)
             await settle()
@@ -185,8 +269,9 @@ async def run_scenario_live(scenario: dict, *, bootstrap: str, database_url: str
                 task.cancel()
             raise
     alerts, instructions, dlq = outputs["kam.alerts"], outputs["kam.instructions"], outputs["kam.dlq"]
-    return ScenarioRun(scenario["name"], summarise(alerts, instructions, dlq), alerts, instructions, dlq,
-                       time.monotonic() - started)
+    notices = outputs["kam.notices"]
+    return ScenarioRun(scenario["name"], summarise(alerts, instructions, dlq, notices), alerts, instructions, dlq,
+                       time.monotonic() - started, notices, publisher.modes)
 
 
 def _outbox_drained(service: Service) -> bool:
