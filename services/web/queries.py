@@ -218,12 +218,17 @@ def evidence(conn: Connection, alert: dict) -> list[dict]:
     ids = json.loads(alert["evidence"])
     data = json.loads(alert["data"] or "{}")
     at_alert = dict(tag.rsplit("@", 1) for tag in (alert.get("versions") or "").split("|") if "@" in tag)
-    agreements = {r["agreement_id"]: dict(r) for r in conn.execute(
-        select(t.agreements).where(t.agreements.c.agreement_id.in_(ids))).mappings()}
-    promotions = {r["promotion_id"]: dict(r) for r in conn.execute(
-        select(t.promotions).where(t.promotions.c.promotion_id.in_(ids))).mappings()}
-    accounts = {r["account_id"]: dict(r) for r in conn.execute(
-        select(t.accounts).where(t.accounts.c.account_id.in_(ids))).mappings()}
+    rule = alert["rule"]
+    in_data = rule in ("key_account_dunning", "scarce_stock_allocation")  # their facts are in the alert's data
+    agreements = {} if in_data or rule == "key_account_handover" else {
+        r["agreement_id"]: dict(r) for r in conn.execute(
+            select(t.agreements).where(t.agreements.c.agreement_id.in_(ids))).mappings()}
+    promotions = {} if rule != "promotion_undercuts_global" else {
+        r["promotion_id"]: dict(r) for r in conn.execute(
+            select(t.promotions).where(t.promotions.c.promotion_id.in_(ids))).mappings()}
+    accounts = {} if in_data or len(agreements) + len(promotions) == len(ids) else {
+        r["account_id"]: dict(r) for r in conn.execute(
+            select(t.accounts).where(t.accounts.c.account_id.in_(ids))).mappings()}
     facts = []
     for evidence_id in ids:
         if evidence_id in agreements:
