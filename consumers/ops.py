@@ -154,8 +154,12 @@ class OpsReporter:
         while not stop.is_set():
             try:
                 await self.publish()
-            except Exception:
-                log.warning("ops snapshot failed; will try again in %.0f s", interval, exc_info=log.isEnabledFor(logging.DEBUG))
+            except Exception as exc:
+                from services.outages import report_outage
+
+                if not report_outage(exc):  # the database or the broker away: the process's one outage line says it
+                    log.warning("ops snapshot failed; will try again in %.0f s", interval,
+                                exc_info=log.isEnabledFor(logging.DEBUG))
             try:
                 await asyncio.wait_for(stop.wait(), interval)
             except asyncio.TimeoutError:

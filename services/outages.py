@@ -119,6 +119,7 @@ class KafkaLogCalmer(logging.Filter):
 
     Connection trouble is reported to `OUTAGES` (whose lines say the same, once) and dropped; any
     other aiokafka line passes the first time and then at most once per `every_s` per message kind.
+    SQLAlchemy's pool errors (a dropped connection that cannot be reset) are database trouble alike.
     """
 
     def __init__(self, outages: Outages = OUTAGES, every_s: float = REMINDER_S, clock=time.monotonic):
@@ -130,7 +131,15 @@ class KafkaLogCalmer(logging.Filter):
         self.dropped = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("aiokafka") or record.levelno < logging.WARNING:
+        if record.levelno < logging.WARNING:
+            return True
+        if record.name.startswith("sqlalchemy.pool"):
+            # "Exception during reset or similar" with a traceback, for every pooled connection the server dropped
+            cause = record.exc_info[1] if record.exc_info and record.exc_info[1] else str(record.msg)
+            self.outages.failed(DATABASE, cause, from_library=True)
+            self.dropped += 1
+            return False
+        if not record.name.startswith("aiokafka"):
             return True
         try:
             message = record.getMessage()
