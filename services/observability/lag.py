@@ -8,8 +8,13 @@ committed counts from the log start, as a new group starting at the earliest off
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError,
+                             NotCoordinatorForGroupError)
 
 from schemas.registry import INPUT_TOPICS
 
@@ -30,7 +35,7 @@ async def group_lag(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, grou
     if not partitions:
         return {}
     ends = await consumer.end_offsets(partitions)
-    committed = await admin.list_consumer_group_offsets(group_id)
+    committed = await _committed_offsets(admin, group_id)
     starts = None
     lag = {}
     for tp in partitions:
@@ -43,6 +48,21 @@ async def group_lag(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, grou
             done = meta.offset
         lag[(tp.topic, tp.partition)] = max(0, ends[tp] - done)
     return lag
+
+
+COORDINATOR_WAIT_S = 10.0  # a fresh broker creates its offsets topic on the first group request
+
+
+async def _committed_offsets(admin: AIOKafkaAdminClient, group_id: str) -> dict:
+    """The group's committed offsets, waiting out a group coordinator that is still being set up."""
+    deadline = time.monotonic() + COORDINATOR_WAIT_S
+    while True:
+        try:
+            return await admin.list_consumer_group_offsets(group_id)
+        except (GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError, CoordinatorLoadInProgressError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 class LagProbe:
