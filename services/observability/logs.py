@@ -54,8 +54,9 @@ def setup_logging(level: str = "INFO", fmt: str = "text", *, verbose: bool = Fal
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else level)
+    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)  # at DEBUG it would echo every statement and row
     if verbose:
-        for name in ("alembic", "aiokafka", "sqlalchemy"):
+        for name in ("alembic", "aiokafka"):
             logging.getLogger(name).setLevel(logging.NOTSET)
         return
     handler.addFilter(StartupNoiseFilter())
