@@ -7,21 +7,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from email import policy as email_policy
-from email.message import EmailMessage
-from email.utils import formataddr, formatdate, parseaddr
+from email.utils import parseaddr
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from services.notify import mime
+from services.notify.mime import OutgoingMail
 from services.notify.policy import message_id
 from services.notify.texts import words
 
 _ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                    autoescape=select_autoescape(["html.j2"]), keep_trailing_newline=True)
 SEVERITY_COLOURS = {"critical": "#7f1d1d", "high": "#dc2626", "medium": "#d97706", "low": "#6b7280"}
-MAIL_POLICY = email_policy.default.clone(max_line_length=998)  # see smtp.WIRE_POLICY
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
 
@@ -145,25 +144,16 @@ def render_digest(person: Person, day: str, period: tuple[str, str], content: Di
 
 
 def email_message(mail: Mail, *, sender: str, person: Person, subject_id: str, status: str,
-                  headers: dict[str, str] | None = None, thread_of: str | None = None) -> EmailMessage:
-    """The MIME message (text + HTML alternative) with a Message-ID derived from (subject, status, recipient)."""
+                  headers: dict[str, str] | None = None, thread_of: str | None = None) -> OutgoingMail:
+    """The e-mail (text + HTML alternative) with a Message-ID derived from (subject, status, recipient)."""
     domain = parseaddr(sender)[1].rpartition("@")[2] or "onevoice.local"
-    msg = EmailMessage(policy=MAIL_POLICY)
-    msg["From"] = sender
-    msg["To"] = formataddr((person.name or "", person.email or ""))
-    msg["Subject"] = mail.subject
-    msg["Date"] = formatdate(usegmt=True)
-    msg["Message-ID"] = message_id(subject_id, status, person.person_id, domain)
+    extra = {}
     if thread_of:  # status changes of one alert thread under its first mail in the person's client
         first = message_id(thread_of, "open", person.person_id, domain)
-        msg["In-Reply-To"] = first
-        msg["References"] = first
-    for name, value in (headers or {}).items():
-        msg[name] = value
-    # quoted-printable: 7-bit on the wire, so a relay without 8BITMIME passes umlauts and "·" unchanged
-    msg.set_content(mail.text, cte="quoted-printable")
-    msg.add_alternative(mail.html, subtype="html", cte="quoted-printable")
-    return msg
+        extra = {"In-Reply-To": first, "References": first}
+    return mime.build(sender=sender, to_name=person.name, to_addr=person.email or "", subject=mail.subject,
+                      message_id=message_id(subject_id, status, person.person_id, domain),
+                      headers={**extra, **(headers or {})}, text=mail.text, html=mail.html)
 
 
 def slack_payload(item: dict, key_account_name: str, link: str, *, heading: str) -> dict:

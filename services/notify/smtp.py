@@ -8,14 +8,11 @@ byte, port 465 by default), `smtp://host:25` (plain, no login). Query options: `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import io
-from email import policy as email_policy
-from email.generator import BytesGenerator
-from email.message import EmailMessage
-from email.utils import parseaddr
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
+
+from services.notify.mime import OutgoingMail
 
 
 class TemporaryFailure(Exception):
@@ -75,12 +72,11 @@ class SmtpSender:
             await client.login(tgt.username, tgt.password or "")
         return client
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, mail: OutgoingMail) -> None:
         try:
             if self._client is None or not self._client.is_connected:
                 self._client = await self._connect()
-            errors, _ = await self._client.sendmail(_address(message["From"]),
-                                                    [a.addr_spec for a in message["To"].addresses], flatten(message))
+            errors, _ = await self._client.sendmail(mail.sender, [mail.recipient], mail.data)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             await self.close()
             codes = [r.code for r in exc.recipients]
@@ -107,17 +103,3 @@ class SmtpSender:
             except Exception:  # noqa: BLE001 - closing a broken connection may fail in any way
                 client.close()
 
-
-#: SMTP line endings; headers folded only beyond RFC 5322's 998 characters (Python folds a long subject that
-#: starts with "[onevoice]" onto a continuation line, which clients show with a leading space).
-WIRE_POLICY = email_policy.SMTP.clone(max_line_length=998)
-
-
-def flatten(message: EmailMessage) -> bytes:
-    with io.BytesIO() as out:
-        BytesGenerator(out, policy=WIRE_POLICY).flatten(message)
-        return out.getvalue()
-
-
-def _address(header: str) -> str:
-    return parseaddr(str(header))[1]

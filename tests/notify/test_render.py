@@ -7,7 +7,7 @@ from email import message_from_bytes, policy as email_policy
 import pytest
 
 from services.notify.render import (Person, alert_subject, email_message, render_alert, slack_payload, teams_payload)
-from services.notify.smtp import flatten, parse_smtp_url
+from services.notify.smtp import parse_smtp_url
 
 ALERT = {"alert_id": "A-1", "fingerprint": "f", "rule": "local_price_below_global", "severity": "high", "status": "open",
          "key_account_id": "ACME", "account_id": "ACME-IT", "title": "Local price below global (P-100, IT)",
@@ -43,17 +43,22 @@ def test_html_escapes_what_came_from_events():
 
 
 def test_headers_and_message_id():
-    person = Person("p-anna", "Anna Berg", "anna@x.example", "en")
+    person = Person("p-anna", "Anna Bürger", "anna@x.example", "de")
     mail = render_alert(ALERT, person, key_account_name="ACME Group", base_url="https://ov.example", tz="UTC")
-    msg = email_message(mail, sender="onevoice <alerts@corp.example>", person=person, subject_id="A-1", status="open",
+    out = email_message(mail, sender="onevoice <alerts@corp.example>", person=person, subject_id="A-1", status="open",
                         headers={"X-Onevoice-Alert-Id": "A-1", "X-Onevoice-Alert-Status": "open"})
-    raw = flatten(msg)
+    raw = out.data
+    assert (out.sender, out.recipient) == ("alerts@corp.example", "anna@x.example")
     assert b"\r\nX-Onevoice-Alert-Id: A-1\r\n" in raw and b"\r\nX-Onevoice-Alert-Status: open\r\n" in raw
-    assert all(len(line) <= 998 for line in raw.split(b"\r\n")) and raw.isascii()  # 7-bit, RFC 2047 subject
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n")) and raw.isascii()  # 7-bit, RFC 2047 headers
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only
     received = message_from_bytes(raw, policy=email_policy.default)
     assert received["Subject"] == "[onevoice] HIGH · ACME Group · Local price below global (P-100, IT)"
-    assert msg["Message-ID"].endswith("@corp.example>") and msg["To"] == "Anna Berg <anna@x.example>"
-    assert msg.get_body(("plain",)) and msg.get_body(("html",))
+    assert received["To"].addresses[0].display_name == "Anna Bürger"
+    assert received["Message-ID"] == out.message_id and out.message_id.endswith("@corp.example>")
+    assert received.get_body(("plain",)).get_content().replace("\r\n", "\n") == mail.text
+    assert received.get_body(("html",)).get_content().replace("\r\n", "\n") == mail.html
+    assert not received.defects and not any(part.defects for part in received.walk())
 
 
 def test_chat_cards_link_the_alert():
