@@ -34,19 +34,15 @@ from services.judging import judge_key_accounts
 from services.rules.agreements import CONFLICT_RULES
 from services.rules.notices import HANDOVER_RULE
 from services.store import tables as t
-from services.store.bulk import bulk_insert_later, pipelined, send_commit
+from services.store.bulk import bulk_insert_later, pipelined
 from services.store.db import insert_stmt
 from services.store.errors import retryable, transient_database_error
-from services.store.state import (UNVERSIONED_KEY_PREFIX, KeyAccountCache, MasterDataCache, StateRepository,
-                                  add_to_counters)
+from services.store.state import UNVERSIONED_KEY_PREFIX, KeyAccountCache, MasterDataCache, StateRepository
 
 __all__ = ["Processor", "BatchResult"]
 
 log = logging.getLogger("onevoice.processor")
 MAX_CONSECUTIVE_REJECTS = 20
-#: what the store keeps of each batch besides its state: (table, conflict key of a row written twice)
-_RECORDS = (("history", t.alert_history, None), ("notices", t.notices, ("notice_id",)),
-            ("decision_outcomes", t.decision_outcomes, ("source", "event_id")))
 
 
 @dataclass
@@ -348,27 +344,7 @@ class Processor:
         return batch.repo.lock_and_validate(new)
 
     def _write(self, batch: Batch) -> None:
-        """Write what the batch changed and commit: nothing may follow in the transaction.
-
-        On PostgreSQL the writes and the COMMIT travel together, and what they return (outbox
-        ids, key versions) is read after: one round trip, not a dozen.
-        """
-        conn = batch.repo.conn
-        batch.repo.before_commit()
-        with pipelined(conn):
-            batch.repo.flush()
-            add_to_counters(conn, self.instance, batch.result.counters())
-            outbox_ids = bulk_insert_later(conn, t.outbox, batch.outbox, returning=("id",))
-            for name, table, conflict in _RECORDS:
-                if rows := getattr(batch, name):
-                    bulk_insert_later(conn, table, rows, conflict=conflict)
-            batch.repo.bump_keys(batch.locked)  # last: it updates the one `commits` row every writer updates
-            send_commit(conn)
-        batch.repo.read_returned()
-        ids = sorted(i for (i,) in outbox_ids.rows())
-        batch.result.committed_outputs = [(i, row["topic"], row["key"], row["value"]) for i, row in zip(ids, batch.outbox)]
-        batch.result.outputs = len(batch.outbox)
-
+        batch.commit(self.instance)
 
 
 def _coordinates(record: InputRecord) -> tuple[str, str]:

@@ -15,11 +15,11 @@ from sqlalchemy import Engine, and_, or_, select
 
 from services.config import Settings
 from services.domain import iso, utcnow
-from services.outputs import alert_message
+from services.batch import Batch
 from services.routing import escalation_target
 from services.store import tables as t
 from services.store.db import lock_keys
-from services.store.state import StateRepository, add_to_counters, dumps
+from services.store.state import StateRepository, dumps
 
 
 def _due(now_iso: str):
@@ -45,29 +45,18 @@ class EscalationTimer:
                                       .where(_due(now_iso)).limit(limit)).all()
             if not candidates:
                 return 0
-            lock_keys(conn, {c.key_account_id for c in candidates})
+            batch = Batch(StateRepository(conn), now, self.settings.decision_window_s)
+            batch.locked = {c.key_account_id for c in candidates}  # committing bumps them: caches read again
+            lock_keys(conn, batch.locked)
             rows = conn.execute(select(t.alerts).where(
                 t.alerts.c.alert_id.in_([c.alert_id for c in candidates]), _due(now_iso))).all()
-            repo = StateRepository(conn)
-            teams = repo.teams({r.key_account_id for r in rows})
-            outbox, history = [], []
+            teams = batch.repo.teams({r.key_account_id for r in rows})
             for row in rows:
                 target = escalation_target(teams[row.key_account_id], row.assignee, self.settings.fallback_assignee)
                 # CONTRACT §5: recipients are the assignee plus others, so the new assignee joins them
                 recipients = dumps(sorted({*from_json(row.recipients), target}))
-                values = dict(row._mapping, status="escalated", escalated=True, assignee=target, updated_at=now_iso,
-                              caused_by=f"onevoice/escalation/{row.alert_id}", recipients=recipients)
-                repo.put(t.alerts, values)
-                history.append({"alert_id": row.alert_id, "status": "escalated", "assignee": target,
-                                "caused_by": values["caused_by"], "decided_by": None, "comment": None, "at": now_iso})
-                outbox.append({"topic": "kam.alerts", "key": target, "value": dumps(alert_message(values)),
-                               "created_at": now_iso})
-            repo.flush()
-            if outbox:
-                conn.execute(t.outbox.insert(), outbox)
-                conn.execute(t.alert_history.insert(), history)
-                add_to_counters(conn, self.instance, {"escalations": len(outbox)})
-            # A new version of each key account: processes that cached its conflict alerts read them again.
-            repo.bump_keys({row.key_account_id for row in rows})
-            repo.read_returned()
-            return len(outbox)
+                batch.change_status(dict(row._mapping), "escalated", f"onevoice/escalation/{row.alert_id}",
+                                    escalated=True, assignee=target, recipients=recipients)
+            batch.result.escalations = len(rows)
+            batch.commit(self.instance)
+            return len(rows)

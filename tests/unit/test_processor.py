@@ -216,7 +216,7 @@ def test_output_ids_are_uuid5_of_the_name(name):
 
 def _failing_once(monkeypatch, error):
     """The batch's counters statement (a fixed statement on the driver's cursor) fails once with `error`."""
-    import services.processor as processor_module
+    import services.batch as processor_module
 
     original, failures = processor_module.add_to_counters, []
 
