@@ -11,11 +11,11 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Literal
 
+from schemas.outputs import CLOSED_STATUSES, Severity  # noqa: F401  (the contract's words, defined once)
+
 TIER_RANK = {"corporate_strategic": 0, "strategic": 1, "international_key": 2, "key": 3, "none": 4}
 DECIDING_ROLES = frozenset({"global_kam", "local_kam", "senior_kam", "executive_sponsor"})
 
-Severity = Literal["low", "medium", "high", "critical"]
-CLOSED_STATUSES = frozenset({"resolved", "waived"})
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from services.config import Settings
 from services.domain import CLOSED_STATUSES, iso
 from services.inputs import InputRecord
 from services.rules.alerts import DUNNING_ONLY, STATUS_AFTER, refuse_decision
-from services.rules.exceptions import allocate, is_shortage, judge_dunning, stock_findings
+from services.rules.exceptions import STOCK_RULE, allocate, is_shortage, judge_dunning, stock_findings
 from services.rules.notices import HANDOVER_RULE, commitment_notice, handover_finding, tier_change_notice
 from services.store import tables as t
 from services.store.queries import key_account_picture
@@ -224,7 +224,7 @@ def on_stock_shortage(batch: Batch, settings: Settings, record: InputRecord, eve
         batch.result.stale += 1
         return
     repo.put(t.shortages, dict(item_id=data.item_id, event_time=stamp[0], event_id=stamp[1]))
-    for old in repo.open_alerts_for("scarce_stock_allocation", data.item_id):
+    for old in repo.open_alerts_for(STOCK_RULE, data.item_id):
         batch.change_status(old, "resolved", ref(event))
     if not shortage:
         return

@@ -32,6 +32,7 @@ from services.handlers import AGREEMENT_KINDS, HANDLERS, KEY_ACCOUNTS_TOUCHED
 from services.inputs import InputRecord, decode_records
 from services.judging import judge_key_accounts
 from services.rules.agreements import CONFLICT_RULES
+from services.rules.exceptions import DUNNING_RULE, STOCK_RULE
 from services.rules.notices import HANDOVER_RULE
 from services.store import tables as t
 from services.store.bulk import bulk_insert_later, pipelined
@@ -306,7 +307,7 @@ class Processor:
         repo.accounts({a.root_id for a in known.values()})
         repo.prefetch(t.team_members, needs.team_keys)
         repo.prefetch(t.shortages, [(i,) for i in needs.item_ids])
-        repo.prefetch_open_alerts({"key_account_dunning": needs.dunning_ids, "scarce_stock_allocation": needs.item_ids,
+        repo.prefetch_open_alerts({DUNNING_RULE: needs.dunning_ids, STOCK_RULE: needs.item_ids,
                                    HANDOVER_RULE: needs.upserted_accounts})
         repo.prefetch_children(needs.upserted_accounts)
         repo.teams({known[a].root_id for a in needs.exception_accounts if a in known} | set(decided.values()))

@@ -17,14 +17,15 @@ from services.domain import Agreement, Finding, KeyAccountView, Promotion, overl
 from services.routing import country_recipients, global_assignee, people_recipients
 
 GAP_THRESHOLD = Decimal("0.05")
-CONFLICT_RULES = (
-    "duplicate_global_contract",
-    "local_price_below_global",
-    "local_price_above_global",
-    "promotion_undercuts_global",
-    "contradicting_service_terms",
-    "unauthorized_commitment",
-)
+DUPLICATE_GLOBAL_CONTRACT = "duplicate_global_contract"
+LOCAL_PRICE_BELOW_GLOBAL = "local_price_below_global"
+LOCAL_PRICE_ABOVE_GLOBAL = "local_price_above_global"
+PROMOTION_UNDERCUTS_GLOBAL = "promotion_undercuts_global"
+CONTRADICTING_SERVICE_TERMS = "contradicting_service_terms"
+UNAUTHORIZED_COMMITMENT = "unauthorized_commitment"
+#: the rules judged from a key account's standing agreements (CONTRACT §5); the others fire on an event
+CONFLICT_RULES = (DUPLICATE_GLOBAL_CONTRACT, LOCAL_PRICE_BELOW_GLOBAL, LOCAL_PRICE_ABOVE_GLOBAL,
+                  PROMOTION_UNDERCUTS_GLOBAL, CONTRADICTING_SERVICE_TERMS, UNAUTHORIZED_COMMITMENT)
 
 GLOBAL_RIGHTS = frozenset({"global_kam", "senior_kam", "executive_sponsor"})
 LOCAL_RIGHTS = frozenset({"local_kam", "sales", "country_manager"})
@@ -80,7 +81,7 @@ def duplicate_global_contracts(view: KeyAccountView, active: list[Agreement], as
         if a.contract_type != b.contract_type or not overlaps(a.valid_from, a.valid_to, b.valid_from, b.valid_to):
             continue
         out.append(_finding(
-            view, "duplicate_global_contract", [a, b], severity="critical", assignee=assignee,
+            view, DUPLICATE_GLOBAL_CONTRACT, [a, b], severity="critical", assignee=assignee,
             recipients=(assignee,),
             title=f"Two global {a.contract_type} contracts for {view.key_account.name}",
             detail=(f"{a.agreement_id} (agreed by {a.agreed_by}, {_validity(a)}) and {b.agreement_id} "
@@ -100,7 +101,7 @@ def local_prices_against_global(view: KeyAccountView, active: list[Agreement], a
                 continue
             below = local.price < glob.price
             gap = _gap(glob.price, local.price)
-            rule = "local_price_below_global" if below else "local_price_above_global"
+            rule = LOCAL_PRICE_BELOW_GLOBAL if below else LOCAL_PRICE_ABOVE_GLOBAL
             severity = ("high" if gap >= GAP_THRESHOLD else "medium") if below else "high"
             word = "below" if below else "above"
             out.append(_finding(
@@ -131,7 +132,7 @@ def promotions_undercutting_global(view: KeyAccountView, active: list[Agreement]
                 continue
             gap = _gap(glob.price, promo.price)
             out.append(_finding(
-                view, "promotion_undercuts_global", [glob, promo],
+                view, PROMOTION_UNDERCUTS_GLOBAL, [glob, promo],
                 severity="high" if gap >= GAP_THRESHOLD else "medium", assignee=assignee,
                 recipients=country_recipients(view.team, assignee, promo.country),
                 title=f"Promotion {promo.promotion_id} in {promo.country} undercuts {view.key_account.name}'s global price",
@@ -160,7 +161,7 @@ def contradicting_service_terms(view: KeyAccountView, active: list[Agreement], a
             if not differ:
                 continue
             out.append(_finding(
-                view, "contradicting_service_terms", [a, b], severity="high", assignee=assignee,
+                view, CONTRADICTING_SERVICE_TERMS, [a, b], severity="high", assignee=assignee,
                 recipients=people_recipients(assignee, (a.agreed_by, b.agreed_by)),
                 title=f"Contradicting terms for service {service_id} at {view.key_account.name}",
                 detail=f"{_service_terms(a)}; {_service_terms(b)}; validity {_validity(a)} vs {_validity(b)}.",
@@ -177,7 +178,7 @@ def unauthorized_commitments(view: KeyAccountView, active: list[Agreement], assi
             continue
         roles = ", ".join(sorted(m.role for m in view.team.roles_of(a.agreed_by or ""))) or "not in the team"
         out.append(_finding(
-            view, "unauthorized_commitment", [a], severity="medium", assignee=assignee, recipients=(assignee,),
+            view, UNAUTHORIZED_COMMITMENT, [a], severity="medium", assignee=assignee, recipients=(assignee,),
             title=f"{a.agreed_by} committed {a.agreement_id} for {view.key_account.name} without the right",
             detail=f"{_describe(a)} was agreed by {a.agreed_by} ({roles}), who may not agree it.",
             data={"agreement": _facts(a), "agreed_by_roles": roles},

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.domain import CLOSED_STATUSES, DECIDING_ROLES, Team
+from services.rules.exceptions import DUNNING_RULE
 
 DECISIONS = ("acknowledge", "resolve", "waive", "release", "proceed")
 DUNNING_ONLY = frozenset({"release", "proceed"})
-DUNNING_RULE = "key_account_dunning"
 STATUS_AFTER = {"acknowledge": "acknowledged", "resolve": "resolved", "waive": "waived",
                 "release": "resolved", "proceed": "resolved"}
 

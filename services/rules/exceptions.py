@@ -12,6 +12,8 @@ from services.domain import TIER_RANK, Account, Finding, Team
 from services.routing import finance_recipients, global_assignee, local_assignee
 
 HOLD_ACTIONS = frozenset({"delivery_block", "collection"})
+DUNNING_RULE = "key_account_dunning"
+STOCK_RULE = "scarce_stock_allocation"
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ def judge_dunning(dunning, account: Account | None, key_account: Account | None,
     assignee = local_assignee(team, country, fallback)
     hold = dunning.proposed_action in HOLD_ACTIONS
     finding = Finding(
-        rule="key_account_dunning", key_account_id=key_account.account_id, account_id=dunning.account_id,
+        rule=DUNNING_RULE, key_account_id=key_account.account_id, account_id=dunning.account_id,
         evidence=(dunning.dunning_id,), severity="high" if hold else "low", assignee=assignee,
         recipients=finance_recipients(team, assignee),
         title=(f"{'Held' if hold else 'Notice of'} {dunning.proposed_action.replace('_', ' ')} for "
@@ -81,7 +83,7 @@ def stock_findings(shortage, allocation: list[tuple[str, int]], key_account_of_o
         short = [o for o in orders if granted[o.order_id] < o.qty]
         lines = "; ".join(f"{o.order_id} ({o.account_id}) gets {granted[o.order_id]} of {o.qty}" for o in orders)
         findings.append(Finding(
-            rule="scarce_stock_allocation", key_account_id=key_account_id, account_id=orders[0].account_id,
+            rule=STOCK_RULE, key_account_id=key_account_id, account_id=orders[0].account_id,
             evidence=(shortage.item_id,), severity="high" if short else "low", assignee=assignee,
             recipients=(assignee,),
             title=f"Scarce {shortage.item_id}: {key_account.name} {'comes up short' if short else 'is served'}",
