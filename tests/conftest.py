@@ -85,7 +85,9 @@ def kafka_bootstrap(kafka_broker: KafkaBroker) -> str:
 def postgres_url() -> Iterator[str]:
     from tests.support.postgres import start_postgres
 
-    url, stop = start_postgres()
+    # Without durability (fast=True): this shared server is never crashed, so only its speed matters.
+    # Tests that crash PostgreSQL, and the benchmarks, start durable clusters of their own.
+    url, stop = start_postgres(fast=True)
     try:
         yield url
     finally:
@@ -120,11 +122,29 @@ def topic_prefix(request: pytest.FixtureRequest) -> str:
 # (other fixtures below)
 # =============================================================================
 
+_MARK_BY_FIXTURE = {"postgres_url": "postgres", "postgres_database": "postgres",
+                    "kafka_bootstrap": "kafka", "kafka_broker": "kafka"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the markers
+def pytest_collection_modifyitems(config, items):
+    """Every test that asks for the real PostgreSQL or Kafka (directly or through its fixtures) carries the
+    `postgres` / `kafka` marker, so `-m "not postgres"` really leaves them out. A database asked for at run
+    time (`request.getfixturevalue`) cannot be seen here: `postgres_database` fails such a test instead."""
+    for item in items:
+        for fixture in set(getattr(item, "fixturenames", ())) & _MARK_BY_FIXTURE.keys():
+            if item.get_closest_marker(_MARK_BY_FIXTURE[fixture]) is None:
+                item.add_marker(getattr(pytest.mark, _MARK_BY_FIXTURE[fixture]))
+
 
 @pytest.fixture
-def postgres_database(postgres_url: str):
+def postgres_database(postgres_url: str, request: pytest.FixtureRequest):
     """A fresh, empty database on the session's PostgreSQL server for one test (dropped afterwards)."""
     from tests.support.databases import fresh_postgres_database
+
+    if request.node.get_closest_marker("postgres") is None:  # asked for through request.getfixturevalue
+        pytest.fail(f"{request.node.nodeid} uses PostgreSQL without the `postgres` marker: "
+                    "use pytest.param(..., marks=pytest.mark.postgres) for its parameter", pytrace=False)
 
     with fresh_postgres_database(postgres_url) as url:
         yield url

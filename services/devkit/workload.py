@@ -1,7 +1,7 @@
 """A deterministic, realistic onevoice workload: master data first, then a business-day mix of events.
 
-    from workload import generate            # bench scripts (bench/ on sys.path)
-    from bench.workload import generate      # tests
+    from services.devkit.workload import generate   # tests, tools
+    from workload import generate                   # bench scripts (bench/workload.py re-exports it)
 
     messages = generate(20_000, seed=7, prefix="w-3fa2")   # [(topic, key, value), ...] in publish order
     write_jsonl("events.jsonl", messages)                  # for `onevoice replay events.jsonl`

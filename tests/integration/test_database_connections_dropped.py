@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select, text
 
-from bench.workload import generate
+from services.devkit.workload import generate
 from consumers.topics import ensure_topics
 from schemas.registry import INPUT_TOPICS
 from services.scenario_runner import OUTPUT_TOPICS, end_offsets, read_outputs, start_group_at, wait_until_caught_up

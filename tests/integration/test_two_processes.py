@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import func, select
 
-from bench.workload import generate
+from services.devkit.workload import generate
 from consumers.topics import ensure_topics
 from schemas.registry import INPUT_TOPICS
 from services.config import Settings

@@ -4,6 +4,12 @@
 ``postgresql://postgres@127.0.0.1:<port>/onevoice`` (trust auth, database created)
 and a function that stops the server and deletes its files.
 
+* Durability: PostgreSQL's defaults (``fsync``, ``synchronous_commit``, ``full_page_writes`` on), so
+  what a benchmark measures and what a crash test proves hold for a real server. ``fast=True`` turns
+  the three off: an explicit opt-in for test servers that are never crashed and whose speed is all
+  that matters (the session's shared server); never for benchmarks.
+* ``start_cluster()`` gives a ``PostgresCluster`` that can also be crashed and restarted
+  (``restart()``: an immediate stop, i.e. no checkpoint, then a start that replays the WAL).
 * ``ONEVOICE_TEST_DATABASE_URL`` set: that server is used as is, ``stop`` does nothing.
 * Otherwise ``initdb``/``pg_ctl`` are looked up under ``/usr/lib/postgresql/*/bin``
   (Debian keeps them off PATH), then on PATH. PostgreSQL refuses to run as root, so
@@ -21,6 +27,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ENV_URL = "ONEVOICE_TEST_DATABASE_URL"
@@ -115,12 +122,43 @@ def _create_database(port: int, deadline: float) -> None:
     raise PostgresUnavailable(f"could not create database {DB_NAME!r} on 127.0.0.1:{port}: {last}")
 
 
-def start_postgres(timeout: float = 60.0) -> tuple[str, Callable[[], None]]:
-    """Start a throwaway cluster (or use ``$ONEVOICE_TEST_DATABASE_URL``); return ``(url, stop)``."""
-    existing = os.environ.get(ENV_URL)
-    if existing:
-        return existing, lambda: None
+FAST_OPTIONS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 
+
+@dataclass
+class PostgresCluster:
+    """A throwaway cluster of our own: its URL, and how to stop, crash or restart it."""
+
+    url: str
+    port: int
+    fast: bool
+    _bindir: Path
+    _data: Path
+    _log: Path
+    _base: Path
+    _options: str
+    _user: pwd.struct_passwd | None
+
+    def _ctl(self, *args: str, what: str) -> None:
+        _run(self._user, [str(self._bindir / "pg_ctl"), "-D", str(self._data), *args], self._base, what, self._log)
+
+    def restart(self, mode: str = "immediate", timeout: float = 60.0) -> float:
+        """Stop the server (``immediate``: as if it crashed; its clients lose their connections and any open
+        transaction) and start it again; returns the seconds it was away."""
+        began = time.monotonic()
+        self._ctl("-m", mode, "-w", "-t", str(int(timeout)), "stop", what=f"pg_ctl stop -m {mode}")
+        self._ctl("-l", str(self._log), "-o", self._options, "-w", "-t", str(int(timeout)), "start", what="pg_ctl start")
+        return time.monotonic() - began
+
+    def stop(self) -> None:
+        _pg(self._user, [str(self._bindir / "pg_ctl"), "-D", str(self._data), "-m", "fast", "-w", "-t", "30", "stop"],
+            self._base)
+        shutil.rmtree(self._base, ignore_errors=True)
+
+
+def start_cluster(timeout: float = 60.0, *, fast: bool = False) -> PostgresCluster:
+    """Start a throwaway cluster (PostgreSQL's default durability unless ``fast``), whatever
+    ``$ONEVOICE_TEST_DATABASE_URL`` says."""
     bindir = find_pg_bin()
     user = _run_as()
     base = Path(tempfile.mkdtemp(prefix="onevoice-pg-"))
@@ -128,25 +166,19 @@ def start_postgres(timeout: float = 60.0) -> tuple[str, Callable[[], None]]:
     if user is not None:
         os.chown(base, user.pw_uid, user.pw_gid)
     data, log = base / "data", base / "server.log"
-
-    def cleanup() -> None:
-        shutil.rmtree(base, ignore_errors=True)
-
     try:
         _run(
             user,
             [str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, "-A", "trust", "-E", "UTF8",
-             "--no-locale", "--no-sync"],
+             "--no-locale", "--no-sync"],  # (only initdb's own final sync of the new files)
             base,
             "initdb",
         )
-        port = 0
+        port, options = 0, ""
         for attempt in range(3):  # a free port can be taken between probing and binding
             port = _free_port()
-            options = (
-                f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={base} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-            )
+            options = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={base} "
+                       f"-c max_connections=200{' ' + FAST_OPTIONS if fast else ''}")
             try:
                 _run(
                     user,
@@ -163,11 +195,31 @@ def start_postgres(timeout: float = 60.0) -> tuple[str, Callable[[], None]]:
         _create_database(port, time.monotonic() + timeout)
     except BaseException:
         _pg(user, [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], base)
-        cleanup()
+        shutil.rmtree(base, ignore_errors=True)
         raise
+    return PostgresCluster(f"postgresql://{PG_USER}@127.0.0.1:{port}/{DB_NAME}", port, fast, bindir, data, log, base,
+                           options, user)
 
-    def stop() -> None:
-        _pg(user, [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "30", "stop"], base)
-        cleanup()
 
-    return f"postgresql://{PG_USER}@127.0.0.1:{port}/{DB_NAME}", stop
+def durability(url: str) -> dict[str, str]:
+    """The server's fsync, synchronous_commit and full_page_writes settings (what a benchmark ran on)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    with psycopg.connect(host=u.host, port=u.port, user=u.username, dbname=u.database, password=u.password,
+                         connect_timeout=10) as conn:
+        return {name: conn.execute(f"SHOW {name}").fetchone()[0]
+                for name in ("fsync", "synchronous_commit", "full_page_writes")}
+
+
+def start_postgres(timeout: float = 60.0, *, fast: bool = False) -> tuple[str, Callable[[], None]]:
+    """Start a throwaway cluster (or use ``$ONEVOICE_TEST_DATABASE_URL``); return ``(url, stop)``.
+
+    ``fast=True`` runs the cluster without durability (see the module docstring): only for test servers
+    that are never crashed."""
+    existing = os.environ.get(ENV_URL)
+    if existing:
+        return existing, lambda: None
+    cluster = start_cluster(timeout, fast=fast)
+    return cluster.url, cluster.stop

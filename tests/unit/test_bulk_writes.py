@@ -8,7 +8,7 @@ from services.store.bulk import bulk_insert, bulk_insert_later, pipelined
 from services.store.db import create_tables, make_engine
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def engine(request):
     if request.param == "sqlite":
         url = request.getfixturevalue("sqlite_url")

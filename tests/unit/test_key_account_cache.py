@@ -12,7 +12,7 @@ from services.store import tables as t
 from services.store.db import create_tables, make_engine
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request):
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_database")
 
@@ -161,7 +161,7 @@ def test_an_agreement_built_from_a_row_equals_one_built_by_its_constructor():
     from decimal import Decimal
 
     from services.domain import Agreement
-    from services.store.state import _agreement
+    from services.store.rows import _agreement
 
     row = {"agreement_id": "AG1", "version": 3, "kind": "price", "account_id": "K", "agreed_by": "p-1",
            "valid_from": "2027-01-01", "valid_to": None, "scope": "local", "country": "IT", "product_id": "SKU1",

@@ -242,7 +242,7 @@ async def test_a_relay_without_the_lease_does_not_ask_for_it_on_every_commit(sto
             assert asked.count("other") <= 2, asked.count("other")
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def test_the_store_is_not_read_back_for_outputs_published_but_not_yet_marked(database, request):
     """A poll of the store used to return mostly rows this process had just published itself (their
     marking lagging behind): on PostgreSQL it now leaves them out; on both nothing is sent twice."""

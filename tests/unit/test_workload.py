@@ -1,9 +1,9 @@
-"""bench/workload.py: deterministic, every message a valid event of CONTRACT §2/§3, all types present."""
+"""services/devkit/workload.py: deterministic, every message a valid event of CONTRACT §2/§3, all types present."""
 
 import json
 from collections import Counter
 
-from bench.workload import TOPIC_BY_TYPE, generate, write_jsonl
+from services.devkit.workload import TOPIC_BY_TYPE, generate, write_jsonl
 from schemas.decode import decode_event
 from schemas.registry import EVENT_MODELS, KEY_FIELD_BY_TOPIC, TOPIC_BY_TYPE as CONTRACT_TOPICS
 
