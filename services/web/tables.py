@@ -76,3 +76,19 @@ web_sessions = SessionRow.__table__
 web_decisions = SentDecisionRow.__table__
 web_notice_reads = NoticeReadRow.__table__
 web_failed_sign_ins = FailedSignInRow.__table__
+
+
+# The inbox's indexes on the pipeline's tables (migration 0009), declared here so that the models and
+# the migrations agree; the urgency expressions are services/web/queries.py's, character for character.
+from sqlalchemy import literal_column  # noqa: E402
+
+from services.store import tables as _pipeline  # noqa: E402
+
+Index("ix_alerts_assignee_status", _pipeline.alerts.c.assignee, _pipeline.alerts.c.status)
+Index("ix_alerts_key_account_status", _pipeline.alerts.c.key_account_id, _pipeline.alerts.c.status)
+Index("ix_alerts_urgency",
+      literal_column("(CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END)"),
+      literal_column("(COALESCE(due_at, created_at))"), _pipeline.alerts.c.alert_id)
+Index("ix_team_members_person_id", _pipeline.team_members.c.person_id)
+Index("ix_notices_key_account_created", _pipeline.notices.c.key_account_id, _pipeline.notices.c.created_at)
+Index("ix_notices_created_at", _pipeline.notices.c.created_at)
