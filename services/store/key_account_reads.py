@@ -1,0 +1,281 @@
+"""What judging reads: each key account's accounts, agreements, conflict alerts, team and the promotions
+of its countries, from the process cache where its version proves it current, else in bulk.
+
+A mixin of `StateRepository`: it works on the repository's identity map and connection.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from psycopg.rows import namedtuple_row
+from sqlalchemy import and_, false, or_, select
+
+from services.domain import CLOSED_STATUSES, Agreement, Promotion, Team, TeamMember
+from services.store import tables as t
+from services.store.bulk import fetch_rows
+from services.store.caches import KeyAccountState, MasterDataCache
+from services.store.rows import _account, _agreement, _promotion, chunks, is_open
+
+if TYPE_CHECKING:
+    from services.store.state import StateRepository
+
+# PostgreSQL texts of the reads every batch makes (SQLite builds them with SQLAlchemy).
+_UNDERCUT_SQL = ("SELECT DISTINCT here.country, price.product_id, here.root_id FROM accounts AS here "
+                 "JOIN accounts AS anywhere ON anywhere.root_id = here.root_id "
+                 "JOIN agreements AS price ON price.account_id = anywhere.account_id "
+                 "WHERE price.product_id = ANY(%(products)b::VARCHAR[]) AND price.kind = 'price' "
+                 "AND price.scope = 'global'")
+_TEAMS_SQL = ("SELECT accounts.root_id, " + ", ".join(f"team_members.{c.name}" for c in t.team_members.c)
+              + " FROM team_members JOIN accounts ON accounts.account_id = team_members.account_id "
+                "WHERE accounts.root_id = ANY(%(roots)b::VARCHAR[])")
+_PROMOTIONS_SQL = ("SELECT promotion_id, country, product_id, price, currency, valid_from, valid_to, audience, "
+                   "launched_by FROM promotions WHERE country = ANY(%(countries)b::VARCHAR[]) "
+                   "AND product_id = ANY(%(products)b::VARCHAR[])")
+
+
+class KeyAccountReads:
+    def prefetch_undercut(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """For (country, product) pairs, the roots with an account in the country and a global price for the product.
+
+        Cached for the batch until an account or a global price it may not include is written (`put`).
+        """
+        wanted = sorted({p for p in pairs if p not in self._undercut})
+        if not wanted:
+            return
+        self.flush(t.accounts, t.agreements)
+        here, anywhere, price = t.accounts.alias("here"), t.accounts.alias("anywhere"), t.agreements
+        for pair in wanted:
+            self._undercut[pair] = set()
+        # Driven by the product index, pairs checked here: a list of (country, product) tuples becomes
+        # a chain of ORs that PostgreSQL evaluates row by row after a sequential scan.
+        for part in chunks(sorted({p for _, p in wanted})):
+            if self._postgres:
+                rows = fetch_rows(self.conn, _UNDERCUT_SQL, {"products": part})
+            else:
+                rows = self.conn.execute(
+                    select(here.c.country, price.c.product_id, here.c.root_id).distinct()
+                    .join(anywhere, anywhere.c.root_id == here.c.root_id)
+                    .join(price, price.c.account_id == anywhere.c.account_id)
+                    .where(price.c.product_id.in_(part), price.c.kind == "price", price.c.scope == "global"))
+            for country, product_id, root_id in rows:
+                if (country, product_id) in self._undercut:
+                    self._undercut[(country, product_id)].add(root_id)
+
+    def key_accounts_undercut_in(self, country: str, product_id: str) -> set[str]:
+        """Roots a promotion in `country` for `product_id` may undercut (see `prefetch_undercut`)."""
+        self.prefetch_undercut([(country, product_id)])
+        return self._undercut[(country, product_id)]
+
+    # -- teams ----------------------------------------------------------------------------
+
+    def teams(self, root_ids: Iterable[str]) -> dict[str, Team]:
+        """The team of each key account: assignments naming any of its accounts, last writer wins per person+role."""
+        roots = set(root_ids)
+        cache = self._shared()
+        shared = cache.teams if cache is not None else None
+        if shared is not None:
+            for root in roots:
+                if root not in self._teams and root in shared:
+                    self._teams[root] = shared[root]
+        missing = [r for r in roots if r not in self._teams]
+        if missing:
+            self.flush(t.accounts, t.team_members)
+            latest: dict[str, dict[tuple[str, str], tuple]] = defaultdict(dict)
+            for part in chunks(missing):
+                rows = (fetch_rows(self.conn, _TEAMS_SQL, {"roots": part}, namedtuple_row) if self._postgres
+                        else self.conn.execute(select(t.accounts.c.root_id, t.team_members).join(
+                            t.accounts, t.accounts.c.account_id == t.team_members.c.account_id)
+                            .where(t.accounts.c.root_id.in_(part))))
+                for row in rows:
+                    slot = (row.person_id, row.role)
+                    stamp = (row.event_time, row.event_id)
+                    current = latest[row.root_id].get(slot)
+                    if current is None or current[0] < stamp:
+                        latest[row.root_id][slot] = (stamp, row)
+            for root in missing:
+                self._teams[root] = Team(tuple(TeamMember(r.person_id, r.role, r.country, r.name)
+                                               for _, r in latest.get(root, {}).values() if r.present))
+                if shared is not None:
+                    shared[root] = self._teams[root]
+        return {root: self._teams[root] for root in roots}
+
+    def _shared(self) -> MasterDataCache | None:
+        """The process-wide master-data cache, when this transaction may use it (it has changed none itself)."""
+        if self._master_cache is None or self._changes_teams:
+            return None
+        if not self._master_cache_checked:
+            if self.optimistic_master and self._master_cache.version is not None:
+                self._master_version = self._master_cache.version  # validate_keys checks it under the locks
+                return self._master_cache
+            version = self.conn.execute(select(t.versions.c.value).where(t.versions.c.name == "teams")).scalar()
+            self._master_version = version if version is not None else -1
+            self._master_cache.align(self._master_version)
+            self._master_cache_checked = True
+        return self._master_cache
+
+    # -- agreements and promotions --------------------------------------------------------
+
+    def key_account_states(self, roots: Iterable[str], reread: set[str], rules: Iterable[str],
+                           changed: dict[str, set[str]] | None = None) -> dict[str, KeyAccountState]:
+        """The accounts, agreements and conflict alerts (of `rules`) of each key account, as of now.
+
+        From the process cache where the key's version proved it current, with this transaction's
+        own writes laid over it; the others (and every root in `reread`, whose accounts changed)
+        are read in a few bulk queries and cached when the transaction commits. A key account met
+        for the first time where only some agreements changed (`changed`: root -> their ids) is
+        read only as far as those can conflict, and not cached: in a large store most key accounts
+        are touched rarely, and reading all of their agreements would cost more than it saves.
+        """
+        changed = changed or {}
+        rules = sorted(set(rules))
+        roots = sorted(set(roots))
+        cache = self._key_cache
+        if cache is not None and cache.rules != frozenset(rules):
+            cache.states.clear()
+            cache.rules = frozenset(rules)
+        states: dict[str, KeyAccountState] = {}
+        missing = []
+        for root in roots:
+            cached = cache.get(root) if cache is not None and root in self._valid_keys and root not in reread else None
+            if cached is None:
+                missing.append(root)
+            else:
+                states[root] = cached.copy()
+        first_met = [root for root in missing if root in changed and root not in reread and cache is not None
+                     and not cache.met_before(root)]
+        self._overlay_writes(states, rules)
+        if missing:
+            self.flush(t.accounts, t.agreements, t.promotions, t.alerts, t.alert_evidence)
+        full = self._read_states(sorted(set(missing) - set(first_met)), rules)
+        states.update(full)
+        states.update(self._read_states(first_met, rules, sorted({i for root in first_met for i in changed[root]})))
+        for state in states.values():
+            known = self._rows["alerts"]
+            for alert_id, row in state.alerts.items():
+                if known.get((alert_id,)) is None:
+                    known[(alert_id,)] = row
+        self._states_read.update({root: state for root, state in states.items() if root not in first_met})
+        return states
+
+    def _read_states(self, roots: list[str], rules: list[str],
+                     related_to: list[str] | None = None) -> dict[str, KeyAccountState]:
+        """Key-account states from the store: all accounts, and all agreements and conflict alerts, or
+        with `related_to` (changed agreement or promotion ids) only those that can conflict with them."""
+        states = {root: KeyAccountState() for root in roots}
+        if not roots:
+            return states
+        a, g, c, e = t.accounts, t.agreements.c, t.alerts.c, t.alert_evidence.c
+        alert_filter = (c.rule.in_(rules),
+                        or_(c.status.not_in(list(CLOSED_STATUSES)), c.closed_by_decision == True))  # noqa: E712
+        related = None
+        if related_to is not None:
+            products, services, contract_types = related_terms(self.changed_rows(related_to).values())
+            related = or_(g.agreement_id.in_(related_to),
+                          g.product_id.in_(sorted(products)) if products else false(),
+                          g.service_id.in_(sorted(services)) if services else false(),
+                          and_(g.scope == "global", g.contract_type.in_(sorted(contract_types)))
+                          if contract_types else false())
+        for part in chunks(roots):
+            for row in self.conn.execute(select(a).where(a.c.root_id.in_(part))):
+                mapping = dict(row._mapping)
+                self._rows["accounts"][(row.account_id,)] = mapping
+                states[row.root_id].accounts[row.account_id] = _account(mapping)
+            agreements = select(a.c.root_id, t.agreements).join(a, a.c.account_id == g.account_id).where(
+                a.c.root_id.in_(part))
+            if related is None:
+                alerts = select(t.alerts).where(c.key_account_id.in_(part), *alert_filter)
+            else:
+                agreements = agreements.where(related)
+                # Driven from the evidence index: a key account may have many alerts, a change touches few.
+                alerts = (select(t.alerts).join(t.alert_evidence, e.alert_id == c.alert_id)
+                          .where(e.evidence_id.in_(related_to), c.key_account_id.in_(part), *alert_filter)
+                          .distinct())
+            for row in self.conn.execute(agreements):
+                states[row.root_id].agreements[row.agreement_id] = _agreement(row._mapping)
+            for mapping in self._remember_alerts(r._mapping for r in self.conn.execute(alerts)):
+                states[mapping["key_account_id"]].alerts[mapping["alert_id"]] = mapping
+        return states
+
+    def _overlay_writes(self, states: dict[str, KeyAccountState], rules: Iterable[str]) -> None:
+        """Lay this transaction's agreement and conflict-alert writes over (copies of) cached states."""
+        if states:
+            index = self._key_cache.agreement_root if self._key_cache is not None else {}
+            self._lay_writes(states, set(rules), self._written_agreement_roots(), index, update_index=False)
+
+    def _written_agreement_roots(self) -> dict[str, str | None]:
+        """The key account of every agreement this transaction wrote (None if its account is unknown)."""
+        written = self._written.get("agreements", {})
+        self.accounts({row["account_id"] for row in written.values()})  # one query, not one per agreement
+        return {row["agreement_id"]: self._known_root(row["account_id"]) for row in written.values()}
+
+    def _lay_writes(self, states: dict[str, KeyAccountState], rules: set[str] | frozenset[str],
+                    roots: dict[str, str | None], index: dict[str, str], *, update_index: bool) -> None:
+        """Apply the written agreements (moving one whose key account changed) and conflict alerts to `states`;
+        `index` (agreement id -> key account) is followed, and kept up to date with `update_index`."""
+        for row in self._written.get("agreements", {}).values():
+            agreement_id, root = row["agreement_id"], roots[row["agreement_id"]]
+            previous = index.pop(agreement_id, None) if update_index else index.get(agreement_id)
+            if previous is not None and previous != root and previous in states:
+                states[previous].agreements.pop(agreement_id, None)
+            if root in states:
+                states[root].agreements[agreement_id] = self._as_agreement(row)
+                if update_index:
+                    index[agreement_id] = root
+        for row in self._written.get("alerts", {}).values():
+            state = states.get(row["key_account_id"])
+            if state is None or row["rule"] not in rules:
+                continue
+            if is_open(row) or row["closed_by_decision"]:
+                state.alerts[row["alert_id"]] = row
+            else:
+                state.alerts.pop(row["alert_id"], None)
+
+    def _known_root(self, account_id: str | None) -> str | None:
+        """The root of a known account; None for unknown ones (their agreements belong to no key account)."""
+        account = self.account(account_id)
+        return account.root_id if account is not None else None
+
+    def promotions_for(self, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], list[Promotion]]:
+        """The promotions of these (country, product) pairs."""
+        self.flush(t.promotions)
+        promotions_by_pair: dict[tuple[str, str], list[Promotion]] = defaultdict(list)
+        countries, products = sorted({c for c, _ in pairs}), sorted({p for _, p in pairs})
+        c = t.promotions.c
+        columns = (c.promotion_id, c.country, c.product_id, c.price, c.currency, c.valid_from, c.valid_to, c.audience,
+                   c.launched_by)
+        for part in chunks(products):
+            rows = (fetch_rows(self.conn, _PROMOTIONS_SQL, {"countries": countries, "products": part}) if self._postgres
+                    else self.conn.execute(select(*columns).where(c.country.in_(countries), c.product_id.in_(part))))
+            for row in rows:
+                if (row[1], row[2]) in pairs:
+                    promotions_by_pair[(row[1], row[2])].append(_promotion(*row))
+        return promotions_by_pair
+
+
+def related_agreements(repo: StateRepository,
+                       changed: dict[str, set[str]]) -> Callable[[str, list[Agreement]], list[Agreement]]:
+    """A filter keeping the agreements of a key account that can form a conflict with one that changed there.
+
+    Related are the changed agreements (or promotions) themselves, prices of the same products,
+    services of the same service ids and global contracts of the same types. (The term sets never
+    hold None, so an agreement without a product or service id matches none.)
+    """
+    rows = repo.changed_rows({i for ids in changed.values() for i in ids})
+    by_root = {root: (ids, *related_terms(rows[i] for i in ids if i in rows)) for root, ids in changed.items()}
+
+    def related(root: str, agreements: list[Agreement]) -> list[Agreement]:
+        ids, products, services, contract_types = by_root[root]
+        return [a for a in agreements if a.agreement_id in ids or a.product_id in products or a.service_id in services
+                or (a.scope == "global" and a.contract_type in contract_types)]
+
+    return related
+
+
+def related_terms(rows: Iterable[dict]) -> tuple[set[str], set[str], set[str]]:
+    """The products, service ids and contract types of changed agreements or promotions."""
+    rows = list(rows)
+    return ({r["product_id"] for r in rows if r["product_id"]}, {r["service_id"] for r in rows if r.get("service_id")},
+            {r["contract_type"] for r in rows if r.get("contract_type")})
