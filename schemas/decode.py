@@ -345,7 +345,19 @@ def _decode_binary(value: bytes | None, headers: Headers, topic: str | None, exa
         attributes["datacontenttype"] = content_type  # in binary mode the content-type header is this attribute
     elif "datacontenttype" in attributes:
         del attributes["datacontenttype"]  # ... and never a ce_ header
-    attributes["data"] = data = _load_json(value)  # the value is `data` (a ce_data header is not an attribute)
+    # The value is `data` (a ce_data header is not an attribute). Its size and emptiness are checked
+    # above: bytes go straight to the fast parser, with _load_json's fallbacks.
+    if type(value) is bytes:
+        try:
+            data = from_json(value, allow_inf_nan=False, cache_strings="keys")
+        except ValueError:
+            data = _load_json_exactly(value)
+        else:
+            if b"\\u" in value and _SUSPICIOUS_BYTES.search(value):
+                data = _load_json_exactly(value)
+    else:
+        data = _load_json(value)
+    attributes["data"] = data
     if exactly:
         return _validate_exactly(attributes, topic, binary=True)
     try:
