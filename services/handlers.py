@@ -45,9 +45,23 @@ def _stamp(event: Event) -> tuple[str, str]:
     return iso(event.time), event.id
 
 
-def _not_newer(stamp: tuple[str, str], stored: dict | None) -> bool:
-    """Whether an event stamped `stamp` is stale against the stored row (older or the same)."""
-    return stored is not None and (stored["event_time"], stored["event_id"]) >= stamp
+def _newer_than_stored(batch: Batch, event: Event, table, *key) -> tuple[tuple[str, str], dict | None] | None:
+    """Master data is last-writer-wins: (stamp, stored row) if the event is newer, else None (counted stale)."""
+    stamp = _stamp(event)
+    stored = batch.repo.get(table, *key)
+    if stored is not None and (stored["event_time"], stored["event_id"]) >= stamp:
+        batch.result.stale += 1
+        return None
+    return stamp, stored
+
+
+def _newer_version(batch: Batch, agreement_id: str, version: int) -> tuple[bool, dict | None]:
+    """Agreements keep their highest version: (accepted, stored row); a lower or equal one is counted stale."""
+    previous = batch.repo.get(t.agreements, agreement_id)
+    if previous is not None and previous["version"] >= version:
+        batch.result.stale += 1
+        return False, previous
+    return True, previous
 
 
 def _day(value) -> str | None:
@@ -58,11 +72,9 @@ def _day(value) -> str | None:
 
 def on_account_upserted(batch: Batch, settings: Settings, record: InputRecord, event: Event) -> None:
     repo, data = batch.repo, event.data
-    stamp = _stamp(event)
-    current = repo.get(t.accounts, data.account_id)
-    if _not_newer(stamp, current):
-        batch.result.stale += 1
+    if (accepted := _newer_than_stored(batch, event, t.accounts, data.account_id)) is None:
         return
+    stamp, current = accepted
     if data.parent_id is not None and repo.ancestors_reach(data.parent_id, data.account_id):
         batch.dead_letter(record, "invalid_data",
                           f"parent_id {data.parent_id!r} would make {data.account_id!r} its own ancestor")
@@ -102,11 +114,9 @@ def _tier_changed(batch: Batch, settings: Settings, event: Event, old_tier: str)
 def on_team_member_assigned(batch: Batch, settings: Settings, record: InputRecord, event: Event,
                             present: bool = True) -> None:
     repo, data = batch.repo, event.data
-    stamp = _stamp(event)
-    current = repo.get(t.team_members, data.account_id, data.person_id, data.role)
-    if _not_newer(stamp, current):
-        batch.result.stale += 1
+    if (accepted := _newer_than_stored(batch, event, t.team_members, data.account_id, data.person_id, data.role)) is None:
         return
+    stamp, _ = accepted
     if repo.account(data.account_id) is None:
         batch.result.unknown_accounts += 1
     repo.put(t.team_members, dict(account_id=data.account_id, person_id=data.person_id, role=data.role,
@@ -124,9 +134,8 @@ def on_team_member_removed(batch: Batch, settings: Settings, record: InputRecord
 def on_agreement(batch: Batch, settings: Settings, record: InputRecord, event: Event) -> None:
     """A price, contract or service: a newer version replaces the stored one; the maker's KAM is told."""
     repo, data = batch.repo, event.data
-    previous = repo.get(t.agreements, data.agreement_id)
-    if previous is not None and previous["version"] >= data.version:
-        batch.result.stale += 1
+    accepted, previous = _newer_version(batch, data.agreement_id, data.version)
+    if not accepted:
         return
     fields = data.__dict__  # the model's fields; those another agreement type lacks are None
     values = {name: fields.get(name) for name in AGREEMENT_FIELDS}
@@ -149,9 +158,8 @@ def on_agreement(batch: Batch, settings: Settings, record: InputRecord, event: E
 
 def on_agreement_withdrawn(batch: Batch, settings: Settings, record: InputRecord, event: Event) -> None:
     repo, data = batch.repo, event.data
-    previous = repo.get(t.agreements, data.agreement_id)
-    if previous is not None and previous["version"] >= data.version:
-        batch.result.stale += 1
+    accepted, previous = _newer_version(batch, data.agreement_id, data.version)
+    if not accepted:
         return
     values = dict(previous) if previous is not None else {
         name: None for name in (*AGREEMENT_FIELDS, "valid_from", "valid_to", "price")}
@@ -163,11 +171,9 @@ def on_agreement_withdrawn(batch: Batch, settings: Settings, record: InputRecord
 
 def on_promotion_launched(batch: Batch, settings: Settings, record: InputRecord, event: Event) -> None:
     repo, data = batch.repo, event.data
-    stamp = _stamp(event)
-    old = repo.get(t.promotions, data.promotion_id)
-    if _not_newer(stamp, old):
-        batch.result.stale += 1
+    if (accepted := _newer_than_stored(batch, event, t.promotions, data.promotion_id)) is None:
         return
+    stamp, old = accepted
     repo.put(t.promotions, dict(
         promotion_id=data.promotion_id, country=data.country, product_id=data.product_id, price=str(data.price),
         currency=data.currency, valid_from=_day(data.valid_from), valid_to=_day(data.valid_to),
@@ -218,11 +224,9 @@ def on_stock_shortage(batch: Batch, settings: Settings, record: InputRecord, eve
                        key_account_id=None, allocation=[{"order_id": o, "qty": q} for o, q in allocation],
                        reason=f"{data.available_qty} available for {sum(o.qty for o in data.orders)} ordered; "
                               f"ranked by key-account tier, then order time", caused_by=ref(event))
-    stamp = _stamp(event)
-    current = repo.get(t.shortages, data.item_id)
-    if _not_newer(stamp, current):
-        batch.result.stale += 1
+    if (accepted := _newer_than_stored(batch, event, t.shortages, data.item_id)) is None:
         return
+    stamp, _ = accepted
     repo.put(t.shortages, dict(item_id=data.item_id, event_time=stamp[0], event_id=stamp[1]))
     for old in repo.open_alerts_for(STOCK_RULE, data.item_id):
         batch.change_status(old, "resolved", ref(event))

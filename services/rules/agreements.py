@@ -180,7 +180,7 @@ def unauthorized_commitments(view: KeyAccountView, active: list[Agreement], assi
         out.append(_finding(
             view, UNAUTHORIZED_COMMITMENT, [a], severity="medium", assignee=assignee, recipients=(assignee,),
             title=f"{a.agreed_by} committed {a.agreement_id} for {view.key_account.name} without the right",
-            detail=f"{_describe(a)} was agreed by {a.agreed_by} ({roles}), who may not agree it.",
+            detail=f"{describe(a)} was agreed by {a.agreed_by} ({roles}), who may not agree it.",
             data={"agreement": _facts(a), "agreed_by_roles": roles},
         ))
     return out
@@ -212,7 +212,8 @@ def _service_terms(a: Agreement) -> str:
     return f"{a.agreement_id} agreed by {a.agreed_by}: {terms}"
 
 
-def _describe(a: Agreement) -> str:
+def describe(a: Agreement) -> str:
+    """An agreement in a few words, for titles and details."""
     if a.kind == "price":
         return f"{a.scope} price {a.agreement_id} for {a.product_id} ({a.price} {a.currency})"
     if a.kind == "contract":

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from services.domain import Account, Agreement, Finding, Team
 from services.routing import global_assignee
+from services.rules.agreements import describe
 
 COMMITMENT_KINDS = frozenset({"price", "contract", "service"})
 HANDOVER_RULE = "key_account_handover"
@@ -124,7 +125,9 @@ def _listed(items: list[str]) -> str:
 
 
 def _name(member) -> str:
-    return f"{member.name} [{member.person_id}]" if member.name and member.name != member.person_id else member.person_id
+    if member.name and member.name != member.person_id:
+        return f"{member.name} [{member.person_id}]"
+    return member.person_id
 
 
 def _person(team: Team, person_id: str | None) -> str:
@@ -148,10 +151,5 @@ def _what(a: Agreement) -> str:
 
 
 def _describe(a: Agreement) -> str:
-    valid = f"valid {a.valid_from}–{a.valid_to or 'open'}"
-    if a.kind == "price":
-        return f"{a.scope} price {a.price} {a.currency} for {a.product_id}{' in ' + a.country if a.country else ''}, {valid}"
-    if a.kind == "contract":
-        return f"{a.scope} {a.contract_type} contract ({a.status}){' in ' + a.country if a.country else ''}, {valid}"
-    charge = f"paid {a.price} {a.currency}" if a.charge == "paid" else "free of charge"
-    return f"service {a.service_id} {charge}, {valid}"
+    where = f" in {a.country}" if a.scope == "local" and a.country else ""
+    return f"{describe(a)}{where}, valid {a.valid_from}–{a.valid_to or 'open'}"
