@@ -104,8 +104,8 @@ class DeliveryLog:
         persons = load_people(conn, people, self.default_language)
         stamp = iso(now)
         rows = []
+        self._remember_alerts(conn, alerts)
         for alert in alerts:
-            self._remember_alert(conn, alert)
             rows += [(d, alert) for d in policy.alert_deliveries(alert, prefs, self.webhooks)]
         for notice in notices:
             rows += [(d, notice) for d in policy.notice_deliveries(notice, prefs, self.webhooks)]
@@ -124,11 +124,12 @@ class DeliveryLog:
                            "severity": message.get("severity"), "key_account_id": message.get("key_account_id"),
                            "payload": json.dumps(message, separators=(",", ":")), "attempts": 0,
                            "next_attempt_at": stamp, "created_at": stamp})
-        for chunk in _chunks(values, 200):
-            stmt = insert_stmt(conn, notify_deliveries).values(chunk).on_conflict_do_nothing(
+        if values:
+            # one cached statement, executed for many rows (SQLAlchemy batches them as multi-row INSERTs)
+            stmt = insert_stmt(conn, notify_deliveries).on_conflict_do_nothing(
                 index_elements=["subject_id", "status", "recipient", "channel"]).returning(
                 notify_deliveries.c.state, notify_deliveries.c.recipient, notify_deliveries.c.subject_id)
-            for state, recipient, subject in conn.execute(stmt):
+            for state, recipient, subject in conn.execute(stmt, values):
                 if state == "pending":
                     recorded.pending += 1
                 elif state == "held":
@@ -137,20 +138,28 @@ class DeliveryLog:
                     recorded.no_address.append((recipient, subject))
         return recorded
 
-    def _remember_alert(self, conn: Connection, alert: dict) -> None:
-        """Keep the newest state of the alert (messages of one alert can arrive out of order)."""
-        remind = policy.remind_at(alert)
-        values = {"alert_id": alert["alert_id"], "status": alert["status"], "severity": alert["severity"],
-                  "key_account_id": alert["key_account_id"], "assignee": alert["assignee"],
-                  "recipients": json.dumps(alert.get("recipients") or []), "version_key": version_key(alert),
-                  "payload": json.dumps(alert, separators=(",", ":")), "remind_at": remind, "reminded": False}
-        stmt = insert_stmt(conn, notify_alerts).values(values)
+    def _remember_alerts(self, conn: Connection, alerts: list[dict]) -> None:
+        """Keep the newest state of each alert (messages of one alert can arrive out of order)."""
+        newest: dict[str, dict] = {}
+        for alert in alerts:
+            values = {"alert_id": alert["alert_id"], "status": alert["status"], "severity": alert["severity"],
+                      "key_account_id": alert["key_account_id"], "assignee": alert["assignee"],
+                      "recipients": json.dumps(alert.get("recipients") or []), "version_key": version_key(alert),
+                      "payload": json.dumps(alert, separators=(",", ":")), "remind_at": policy.remind_at(alert),
+                      "reminded": False}
+            old = newest.get(alert["alert_id"])
+            if old is None or old["version_key"] < values["version_key"]:
+                newest[alert["alert_id"]] = values
+        if not newest:
+            return
+        stmt = insert_stmt(conn, notify_alerts)
         changed = {k: stmt.excluded[k] for k in ("status", "severity", "key_account_id", "assignee", "recipients",
                                                    "version_key", "payload")}
         # A reminder already sent stays sent; one not yet due follows the newest state (gone once decided).
         changed["remind_at"] = stmt.excluded.remind_at
         conn.execute(stmt.on_conflict_do_update(index_elements=["alert_id"], set_=changed,
-                                                where=notify_alerts.c.version_key < stmt.excluded.version_key))
+                                                where=notify_alerts.c.version_key < stmt.excluded.version_key),
+                     [newest[k] for k in sorted(newest)])
 
     # -- reminders and digests -------------------------------------------------------------------------------
 
@@ -247,6 +256,11 @@ class DeliveryLog:
 
     def mark_sent(self, row_id: int, owner: str, now: datetime) -> bool:
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # No wait for the WAL flush: a crash of the *database* may forget the last few marks, and those
+                # mails would be sent again (same Message-ID); a crash of notify forgets nothing. Halves the
+                # time per mail on PostgreSQL. Recording (before the Kafka offsets move) stays synchronous.
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             return bool(conn.execute(update(notify_deliveries).where(notify_deliveries.c.id == row_id,
                                                                      notify_deliveries.c.lease_owner == owner)
                                      .values(state="sent", sent_at=iso(now), lease_owner=None, lease_until=None,

@@ -8,10 +8,10 @@ encoded; nothing is folded (every header stays below RFC 5322's 998 characters: 
 
 from __future__ import annotations
 
+import base64
 import binascii
 import uuid
 from dataclasses import dataclass
-from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
 
 
@@ -26,10 +26,20 @@ class OutgoingMail:
 
 
 def header_value(text: str) -> str:
+    """ASCII as is; otherwise RFC 2047 base64 encoded-words of at most 75 characters, on one line."""
     text = " ".join(text.split())  # no line breaks may reach a header
     if text.isascii():
         return text
-    return Header(text, "utf-8", maxlinelen=998).encode(maxlinelen=998, linesep=" ")
+    words, chunk, size = [], [], 0
+    for char in text:  # 45 bytes of UTF-8 → 60 base64 characters + 12 of framing = 72, never a split character
+        width = len(char.encode("utf-8"))
+        if size + width > 45:
+            words.append("".join(chunk))
+            chunk, size = [], 0
+        chunk.append(char)
+        size += width
+    words.append("".join(chunk))
+    return " ".join(f"=?utf-8?b?{base64.b64encode(w.encode('utf-8')).decode('ascii')}?=" for w in words)
 
 
 def address(name: str | None, addr: str) -> str:

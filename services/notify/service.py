@@ -111,8 +111,10 @@ class Notifier:
                         if message is not None:
                             (alerts if tp.topic == self.settings.notify_alerts_topic else notices).append(message)
                     offsets[tp] = records[-1].offset + 1
-                await self._record_durably(alerts, notices)
+                recorded = await self._record_durably(alerts, notices)
                 await consumer.commit(offsets)  # only now: the notifications are in the store
+                log.info("recorded %d alert and %d notice messages: %d to send, %d for the digest, %d without address",
+                         len(alerts), len(notices), recorded.pending, recorded.held, len(recorded.no_address))
                 self.work.set()
         finally:
             await consumer.stop()
@@ -149,6 +151,7 @@ class Notifier:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
         self._count(recorded)
+        return recorded
 
     def _count(self, recorded) -> None:
         metrics.RECORDED.labels("pending").inc(recorded.pending)
