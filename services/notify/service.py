@@ -323,6 +323,10 @@ async def run_notifier(settings: Settings, stop_signals: bool = True) -> None:
     import signal
 
     notifier = Notifier(settings)
+    from services.redact import install_secrets_filter
+
+    # belt and braces: nothing here logs them, but a library's error text might echo a URL
+    install_secrets_filter([h.url for h in notifier.webhooks.values()] + [notifier.smtp_target.password or ""])
     if stop_signals:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
