@@ -1,24 +1,28 @@
 """Rules are symmetric (CONTRACT §4–§5): whatever order agreement events arrive in, one event per
 batch, the open alerts at the end are the same, and they are exactly the conflicts that hold for
-the final state (the highest version of every agreement)."""
+the final state (the highest version of every agreement).
+
+The expectation comes from the contract, not from the code under test: `expected_fingerprints` is
+the contract's rules written out again for this test's small world (no import from services/rules),
+and the boundary cases below (equal prices, a validity ending today or yesterday, periods meeting
+on one day, the 5 % severity step, decision rights) have hand-written answers."""
 
 from __future__ import annotations
 
 import json
 import tempfile
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
 from services.config import Settings
-from services.domain import Account, Agreement, KeyAccountView, Team, TeamMember
 from services.inputs import InputRecord
 from services.processor import Processor
-from services.rules.agreements import evaluate_key_account
 from services.store import tables as t
 from services.store.db import create_tables, make_engine
 
@@ -128,30 +132,69 @@ def open_alerts_after(events: list[dict]) -> list[str]:
     return sorted(r.fingerprint for r in open_alert_rows_after(events))
 
 
+# The oracle: CONTRACT §4–§5 written out again for this small world, sharing no code with services/rules.
+# ACME (DE, strategic) is the key account; ACME-IT (IT) is its subsidiary; STRAY is unknown (tier none).
+KEY_ACCOUNT_MEMBERS = {"ACME", "ACME-IT"}
+RIGHTS_GLOBAL = {"gk", "sen"}  # global_kam, senior_kam (no executive_sponsor in this team)
+RIGHTS_LOCAL_IT = {"gk", "sen", "lk-it", "cm-it"}  # + local_kam / country_manager of IT
+TEAM_MEMBERS = {"gk", "sen", "lk-it", "cm-it", "tech"}
+TODAY = NOW.date().isoformat()
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    """Inclusive periods; no valid_to is open-ended (ISO dates compare as text)."""
+    return a["valid_from"] <= (b["valid_to"] or "9999-12-31") and b["valid_from"] <= (a["valid_to"] or "9999-12-31")
+
+
+def _authorised(kind: str, data: dict) -> bool:
+    person = data["agreed_by"]
+    if kind == "service":
+        return person in (TEAM_MEMBERS if data["charge"] == "paid" else RIGHTS_GLOBAL)
+    if data["scope"] == "local" and data["country"] == "IT":
+        return person in RIGHTS_LOCAL_IT
+    return person in RIGHTS_GLOBAL
+
+
 def expected_fingerprints(events: list[dict]) -> list[str]:
-    """The conflicts of the final state, judged by the pure rules (the highest version of each agreement)."""
+    """The open alerts the contract asks for once every event is applied, whatever their order."""
     latest: dict[str, dict] = {}
-    for event in events:
+    for event in events:  # the highest version of each agreement is its state; a withdrawal is a version
         aid = event["data"]["agreement_id"]
         if aid not in latest or event["data"]["version"] > latest[aid]["data"]["version"]:
             latest[aid] = event
     kinds = {"price.agreed": "price", "contract.negotiated": "contract", "service.agreed": "service"}
-    agreements = []
-    for event in latest.values():
+    active = []  # (id, kind, data) of the key account's active agreements
+    for aid, event in latest.items():
         data = event["data"]
-        if event["type"] == "agreement.withdrawn" or data["account_id"] not in {"ACME", "ACME-IT"}:
+        if event["type"] == "agreement.withdrawn" or data["account_id"] not in KEY_ACCOUNT_MEMBERS:
             continue
-        agreements.append(Agreement(
-            data["agreement_id"], data["version"], kinds[event["type"]], data["account_id"], data["agreed_by"],
-            date.fromisoformat(data["valid_from"]), data["valid_to"] and date.fromisoformat(data["valid_to"]),
-            scope=data.get("scope"), country=data.get("country"), product_id=data.get("product_id"),
-            price=Decimal(data["price"]) if data.get("price") else None, currency=data.get("currency"),
-            contract_type=data.get("contract_type"), status=data.get("status"), service_id=data.get("service_id"),
-            charge=data.get("charge")))
-    accounts = {a: Account(a, a, p, c, tier, "ACME") for a, p, c, tier in ACCOUNTS}
-    team = Team(tuple(TeamMember(p, r, c) for p, r, c in TEAM))
-    view = KeyAccountView(accounts["ACME"], accounts, team, tuple(agreements))
-    return sorted(f.fingerprint for f in evaluate_key_account(view, NOW.date(), FALLBACK))
+        if event["type"] == "contract.negotiated" and data["status"] != "signed":
+            continue
+        if data["valid_to"] is not None and data["valid_to"] < TODAY:
+            continue
+        active.append((aid, kinds[event["type"]], data))
+    found = set()
+    for i, (a, kind_a, da) in enumerate(active):
+        if not _authorised(kind_a, da):
+            found.add(f"unauthorized_commitment:ACME:{a}")
+        for b, kind_b, db in active[i + 1:]:
+            pair = "|".join(sorted((a, b)))
+            if kind_a != kind_b or not _overlap(da, db):
+                continue
+            if kind_a == "contract" and da["scope"] == db["scope"] == "global" \
+                    and da["contract_type"] == db["contract_type"]:
+                found.add(f"duplicate_global_contract:ACME:{pair}")
+            if kind_a == "price" and {da["scope"], db["scope"]} == {"global", "local"} \
+                    and da["product_id"] == db["product_id"] and da["currency"] == db["currency"]:
+                glob, local = (da, db) if da["scope"] == "global" else (db, da)
+                if Decimal(local["price"]) != Decimal(glob["price"]):
+                    below = Decimal(local["price"]) < Decimal(glob["price"])
+                    found.add(f"local_price_{'below' if below else 'above'}_global:ACME:{pair}")
+            if kind_a == "service" and da["service_id"] == db["service_id"] and da["agreed_by"] != db["agreed_by"] \
+                    and (da["charge"] != db["charge"] or (da["charge"] == "paid" and (
+                        Decimal(da["price"]) != Decimal(db["price"]) or da["currency"] != db["currency"]))):
+                found.add(f"contradicting_service_terms:ACME:{pair}")
+    return sorted(found)
 
 
 @st.composite
@@ -200,3 +243,77 @@ def test_open_alert_severity_does_not_depend_on_arrival_order():
     newest_first = open_alert_terms_after([glob, _local_price(2, "90.00"), _local_price(1, "97.00")])
     assert newest_first == [("local_price_below_global:ACME:G|L", "high", True)]
     assert in_order == newest_first
+
+
+# -- boundaries, with hand-written answers -------------------------------------------------------------
+
+def _price(aid: str, scope: str, amount: str, *, currency: str = "EUR", by: str = "gk", frm: str = "2027-01-01",
+           to: str | None = None) -> dict:
+    return _event(f"{aid}-v1", "price.agreed", {
+        "agreement_id": aid, "version": 1, "account_id": "ACME" if scope == "global" else "ACME-IT", "scope": scope,
+        "country": "IT" if scope == "local" else None, "product_id": "P1", "price": amount, "currency": currency,
+        "valid_from": frm, "valid_to": to, "agreed_by": by})
+
+
+def _contract(aid: str, *, frm: str = "2027-01-01", to: str | None = None, by: str = "gk") -> dict:
+    return _event(f"{aid}-v1", "contract.negotiated", {
+        "agreement_id": aid, "version": 1, "account_id": "ACME", "scope": "global", "country": None,
+        "contract_type": "framework", "status": "signed", "valid_from": frm, "valid_to": to, "agreed_by": by,
+        "region": None})
+
+
+def _service(aid: str, charge: str, by: str, price: str = "10.00") -> dict:
+    paid = charge == "paid"
+    return _event(f"{aid}-v1", "service.agreed", {
+        "agreement_id": aid, "version": 1, "account_id": "ACME", "service_id": "S1", "charge": charge,
+        "price": price if paid else None, "currency": "EUR" if paid else None, "valid_from": "2027-01-01",
+        "valid_to": None, "agreed_by": by})
+
+
+BOUNDARY_CASES = {
+    # prices: equal is no conflict; a cent either way is; another currency is never compared
+    "equal prices": ([_price("G", "global", "100.00"), _price("L", "local", "100.00", by="lk-it")], []),
+    "a cent above": ([_price("G", "global", "100.00"), _price("L", "local", "100.01", by="lk-it")],
+                     [("local_price_above_global:ACME:G|L", "high")]),
+    "a cent below": ([_price("G", "global", "100.00"), _price("L", "local", "99.99", by="lk-it")],
+                     [("local_price_below_global:ACME:G|L", "medium")]),
+    "a gap of exactly 5 % is high": ([_price("G", "global", "100.00"), _price("L", "local", "95.00", by="lk-it")],
+                                     [("local_price_below_global:ACME:G|L", "high")]),
+    "a gap of 4.99 % is medium": ([_price("G", "global", "100.00"), _price("L", "local", "95.01", by="lk-it")],
+                                  [("local_price_below_global:ACME:G|L", "medium")]),
+    "another currency": ([_price("G", "global", "100.00"), _price("L", "local", "90.00", currency="USD",
+                                                                   by="lk-it")], []),
+    # validity: inclusive, judged on today's date (2027-01-15)
+    "valid until today": ([_contract("C1"), _contract("C2", to="2027-01-15")],
+                          [("duplicate_global_contract:ACME:C1|C2", "critical")]),
+    "valid until yesterday": ([_contract("C1"), _contract("C2", to="2027-01-14")], []),
+    "periods meeting on one day": ([_contract("C1", to="2027-06-01"), _contract("C2", frm="2027-06-01")],
+                                   [("duplicate_global_contract:ACME:C1|C2", "critical")]),
+    "periods a day apart": ([_contract("C1", to="2027-06-01"), _contract("C2", frm="2027-06-02")], []),
+    "a price agreed today and valid from a later day is active": (
+        [_price("G", "global", "100.00", frm="2027-06-01"), _price("L", "local", "90.00", by="lk-it")],
+        [("local_price_below_global:ACME:G|L", "high")]),
+    # decision rights
+    "local price by the country manager of its country": ([_price("L", "local", "90.00", by="cm-it")], []),
+    "local price by a technical member": ([_price("L", "local", "90.00", by="tech")],
+                                          [("unauthorized_commitment:ACME:L", "medium")]),
+    "global price by a local KAM": ([_price("G", "global", "90.00", by="lk-it")],
+                                    [("unauthorized_commitment:ACME:G", "medium")]),
+    "paid service by a technical member": ([_service("S", "paid", "tech")], []),
+    "free service by a local KAM": ([_service("S", "free", "lk-it")], [("unauthorized_commitment:ACME:S", "medium")]),
+    "free service by the senior KAM": ([_service("S", "free", "sen")], []),
+    "commitment by someone outside the team": ([_contract("C1", by="outsider")],
+                                                [("unauthorized_commitment:ACME:C1", "medium")]),
+    # services: same terms by two people are no conflict; another price is
+    "same paid terms, two people": ([_service("S1x", "paid", "gk"), _service("S2x", "paid", "sen")], []),
+    "paid at two prices": ([_service("S1x", "paid", "gk"), _service("S2x", "paid", "sen", price="12.00")],
+                           [("contradicting_service_terms:ACME:S1x|S2x", "high")]),
+}
+
+
+@pytest.mark.parametrize("name", list(BOUNDARY_CASES))
+def test_rule_boundaries_in_either_order(name):
+    events, expected = BOUNDARY_CASES[name]
+    for order in (events, events[::-1]):
+        assert sorted((r.fingerprint, r.severity) for r in open_alert_rows_after(order)) == sorted(expected)
+    assert expected_fingerprints(events) == sorted(f for f, _ in expected)  # the oracle agrees with the answers
