@@ -11,6 +11,7 @@ Agreement conflicts are judged later, per key account (services/judging.py); exc
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 
 from pydantic_core import from_json  # our own JSON columns: the faster parser reads them exactly
@@ -295,9 +296,12 @@ HANDLERS: dict[str, Handler] = {
 
 # -- which key accounts an event will touch, before it is applied --------------------------------
 
-def _account_roots(repo: StateRepository, event: Event) -> set[str]:
+def _account_roots(repo: StateRepository, event: Event) -> set[str] | None:
     data = event.data
     current = repo.get(t.accounts, data.account_id)
+    moves = current is None or current["parent_id"] != data.parent_id
+    if moves and repo.may_have_children(data.account_id):
+        return None  # its subtree moves too, from roots not known here
     parent = repo.account(data.parent_id) if data.parent_id is not None else None
     return {current["root_id"] if current else data.account_id, parent.root_id if parent else data.account_id}
 
@@ -343,4 +347,140 @@ KEY_ACCOUNTS_TOUCHED: dict[str, Callable[[StateRepository, Event], set[str] | No
     "decision.made": _decision_roots,
 }
 
-assert set(HANDLERS) == set(KEY_ACCOUNTS_TOUCHED)
+
+
+# -- what an event must stay ordered with, known before the batch is applied ------------------
+
+class RootsAhead:
+    """The roots accounts will have once the batch's earlier account upserts are applied.
+
+    Ordering is planned before anything is applied, so an account created or moved earlier in the
+    batch must be followed here; a move that carries a subtree along (children known to the store
+    to the store is beyond it, and everything after it keeps its place (`lost`).
+    """
+
+    def __init__(self, repo: StateRepository):
+        self.repo = repo
+        self.roots: dict[str, str] = {}
+        self.children: dict[str, set[str]] = defaultdict(set)  # parent -> accounts the batch put under it
+        self.agreements: dict[str, dict] = {}  # agreement id -> its newest version's fields seen in the batch
+        self.priced: dict[str, set[str]] = defaultdict(set)  # product -> key accounts given a global price in it
+        self.in_country: dict[str, set[str]] = defaultdict(set)  # country -> key accounts given an account there
+        self.lost = False
+
+    def root_of(self, account_id: str | None) -> str | None:
+        if account_id in self.roots:
+            return self.roots[account_id]
+        return self.repo.root_of(account_id)
+
+    def upsert(self, account_id: str, parent_id: str | None) -> set[str]:
+        """Follow an account upsert; returns the roots it touches (old and new, and its subtree's old ones)."""
+        old = self.root_of(account_id)
+        known_parent = parent_id is not None and (parent_id in self.roots or self.repo.account(parent_id) is not None)
+        new = self.root_of(parent_id) if known_parent else account_id
+        touched = {old, new}
+        if old != new:
+            if self.repo.may_have_children(account_id):
+                self.lost = True  # a stored subtree moves: its roots are not known here
+            for child in self._descendants(account_id):
+                touched.add(self.root_of(child))
+                self.roots[child] = new
+        self.roots[account_id] = new
+        if parent_id is not None:
+            self.children[parent_id].add(account_id)
+        return touched
+
+    def _descendants(self, account_id: str) -> list[str]:
+        found, frontier = [], [account_id]
+        while frontier:
+            frontier = [c for parent in frontier for c in self.children.get(parent, ()) if c not in found]
+            found += frontier
+        return found
+
+    def undercut(self, country: str, product_id: str) -> set[str]:
+        """Key accounts a promotion may undercut: the store's, and any the batch may have made so."""
+        return self.repo.key_accounts_undercut_in(country, product_id) | self.priced[product_id] | self.in_country[country]
+
+
+def _ka(*roots: str | None) -> set[str]:
+    return {f"ka:{root}" for root in roots if root is not None}
+
+
+def _ordering_of_account(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
+    data = event.data
+    current = repo.get(t.accounts, data.account_id)
+    roots = ahead.upsert(data.account_id, data.parent_id)
+    ahead.in_country[data.country].add(ahead.root_of(data.account_id))
+    keys = _ka(*roots) | {f"country:{data.country}@w"}
+    if current is not None:
+        keys.add(f"country:{current['country']}@w")  # the key accounts a promotion there may undercut change
+    return keys
+
+
+def _ordering_of_team(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
+    return _ka(ahead.root_of(event.data.account_id))
+
+
+def _ordering_of_agreement(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
+    data = event.data
+    previous = ahead.agreements.get(data.agreement_id) or repo.get(t.agreements, data.agreement_id)
+    keys = {f"agreement:{data.agreement_id}"} | _ka(ahead.root_of(getattr(data, "account_id", None)))
+    if previous is not None:
+        keys |= _ka(ahead.root_of(previous["account_id"]))
+    for row in (data.__dict__, previous or {}):  # a global price, new or replaced: promotions of its product see it
+        if row.get("scope") == "global" and row.get("product_id"):
+            keys.add(f"product:{row['product_id']}@w")
+    if getattr(data, "account_id", None) is not None:  # a withdrawal keeps the terms of the version it ends
+        ahead.agreements[data.agreement_id] = {name: getattr(data, name, None)
+                                               for name in ("account_id", "scope", "product_id")}
+        if getattr(data, "scope", None) == "global" and getattr(data, "product_id", None):
+            ahead.priced[data.product_id].add(ahead.root_of(data.account_id))
+    return keys
+
+
+def _ordering_of_promotion(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
+    data = event.data
+    old = repo.get(t.promotions, data.promotion_id)
+    keys = {f"promotion:{data.promotion_id}", f"product:{data.product_id}@r", f"country:{data.country}@r"}
+    roots = ahead.undercut(data.country, data.product_id)
+    if old is not None:
+        keys.update((f"product:{old['product_id']}@r", f"country:{old['country']}@r"))
+        roots |= ahead.undercut(old["country"], old["product_id"])
+    return keys | _ka(*roots)
+
+
+def _ordering_of_dunning(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
+    return {f"dunning:{event.data.dunning_id}"} | _ka(ahead.root_of(event.data.account_id))
+
+
+def _ordering_of_shortage(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
+    return {f"item:{event.data.item_id}"} | _ka(*(ahead.root_of(o.account_id) for o in event.data.orders))
+
+
+def _ordering_of_decision(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str] | None:
+    roots = _decision_roots(repo, event)
+    return None if roots is None else _ka(*roots)
+
+
+#: What each event reads or writes that another event of the batch may too (key accounts, agreements,
+#: products, countries, items, references). Events that share none commute, so the processor may
+#: apply them in waves — each wave's key accounts judged once — and still produce what the events
+#: would one at a time in their order. A key ending in "@w" (a global price of a product, an account
+#: in a country) conflicts only with the same key ending in "@r" (a promotion reading which key
+#: accounts that makes), and the other way round: global prices of one product for different key
+#: accounts commute. None: stay in place (after all before, before all after).
+ORDERING_KEYS: dict[str, Callable[[StateRepository, RootsAhead, Event], set[str] | None]] = {
+    "account.upserted": _ordering_of_account,
+    "team.member_assigned": _ordering_of_team,
+    "team.member_removed": _ordering_of_team,
+    "price.agreed": _ordering_of_agreement,
+    "contract.negotiated": _ordering_of_agreement,
+    "service.agreed": _ordering_of_agreement,
+    "agreement.withdrawn": _ordering_of_agreement,
+    "promotion.launched": _ordering_of_promotion,
+    "dunning.triggered": _ordering_of_dunning,
+    "stock.shortage": _ordering_of_shortage,
+    "decision.made": _ordering_of_decision,
+}
+
+assert set(HANDLERS) == set(KEY_ACCOUNTS_TOUCHED) == set(ORDERING_KEYS)

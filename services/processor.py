@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,7 +29,7 @@ from schemas.decode import Event, InvalidMessage
 from services.batch import Batch, BatchResult
 from services.config import Settings
 from services.domain import utcnow
-from services.handlers import AGREEMENT_KINDS, HANDLERS, KEY_ACCOUNTS_TOUCHED
+from services.handlers import AGREEMENT_KINDS, HANDLERS, KEY_ACCOUNTS_TOUCHED, ORDERING_KEYS, RootsAhead
 from services.inputs import InputRecord, decode_records
 from services.judging import judge_key_accounts
 from services.rules.agreements import CONFLICT_RULES
@@ -205,20 +206,31 @@ class Processor:
     # -- the transaction ------------------------------------------------------------------
 
     def _apply(self, batch: Batch, decoded: list[tuple[InputRecord, Event | InvalidMessage]]) -> None:
+        """Apply the batch's events as if one by one, judging each key account's changes before the next.
+
+        Events that share no key account (nor anything else one reads and another writes) commute,
+        so they are applied in waves, in their order within each wave, and the key accounts a wave
+        changed are judged once at its end: a handful of judging rounds per batch instead of one per
+        event. Should an event still meet a key account changed earlier in its wave (its accounts
+        moved meanwhile), what is pending is judged first.
+        """
         fresh = self._claim(batch, decoded)
         batch.result.duplicates = len(decoded) - len(fresh)
         batch.result.processed = len(fresh)
-        self._lock_touched(batch, [item for _, item in fresh if isinstance(item, Event)])
-        fallback = self.settings.fallback_assignee
+        events = [item for _, item in fresh if isinstance(item, Event)]
+        self._lock_touched(batch, events)
         for record, item in fresh:
             if isinstance(item, InvalidMessage):
                 batch.dead_letter(record, item.code, item.message)
-                continue
-            touched = KEY_ACCOUNTS_TOUCHED[item.type](batch.repo, item) if batch.dirty else set()
-            if touched is None or not batch.dirty.keys().isdisjoint(touched):
-                judge_key_accounts(batch, fallback, self._lock)  # as if each event had been its own batch
-            HANDLERS[item.type](batch, self.settings, record, item)
-        judge_key_accounts(batch, fallback, self._lock)
+        fallback = self.settings.fallback_assignee
+        waves = _waves(batch.repo, [(record, item) for record, item in fresh if isinstance(item, Event)])
+        for wave in waves:
+            for record, event in wave:
+                touched = KEY_ACCOUNTS_TOUCHED[event.type](batch.repo, event) if batch.dirty else set()
+                if touched is None or not batch.dirty.keys().isdisjoint(touched):
+                    judge_key_accounts(batch, fallback, self._lock)  # as if each event had been its own batch
+                HANDLERS[event.type](batch, self.settings, record, event)
+            judge_key_accounts(batch, fallback, self._lock)
 
     def _claim(self, batch: Batch, decoded):
         """Record every input as seen; return those not seen before (first occurrence in the batch wins).
@@ -346,6 +358,42 @@ class Processor:
 
     def _write(self, batch: Batch) -> None:
         batch.commit(self.instance)
+
+
+def _waves(repo: StateRepository, events: list[tuple[InputRecord, Event]]) -> list[list[tuple[InputRecord, Event]]]:
+    """The events in waves: each after every earlier event it shares an ordering key with (`ORDERING_KEYS`)."""
+    last: dict[str, dict[str, int]] = defaultdict(lambda: {"x": 0, "r": 0, "w": 0})
+    floor = highest = 0  # an event without keys (None) stands alone: after all before it, before all after it
+    waves: dict[int, list] = defaultdict(list)
+    ahead = RootsAhead(repo)
+    for record, event in events:
+        keys = None if ahead.lost else ORDERING_KEYS[event.type](repo, ahead, event)
+        if ahead.lost:  # this event moved a subtree (or one before it did): from here on, one by one
+            keys = None
+        if keys is None:
+            wave = floor = highest + 1
+        else:
+            sided = [_side(key) for key in keys]
+            wave = max([floor, *(_after(last[key], side) for key, side in sided)]) + 1
+            for key, side in sided:
+                last[key][side] = max(last[key][side], wave)
+        highest = max(highest, wave)
+        waves[wave].append((record, event))
+    return [waves[w] for w in sorted(waves)]
+
+
+def _side(key: str) -> tuple[str, str]:
+    """("product:P", "w") for "product:P@w"; a plain key conflicts with every use of it ("x")."""
+    if key[-2:] in ("@r", "@w"):
+        return key[:-2], key[-1]
+    return key, "x"
+
+
+def _after(seen: dict[str, int], side: str) -> int:
+    """The last wave an event on this side of the key must come after."""
+    if side == "x":
+        return max(seen.values())
+    return max(seen["x"], seen["w" if side == "r" else "r"])
 
 
 def _coordinates(record: InputRecord) -> tuple[str, str]:

@@ -77,7 +77,7 @@ class Hierarchy:
                                             .where(t.accounts.c.parent_id.in_(part))).scalars())
             self._has_children.update({i: i in parents for i in part})
 
-    def _may_have_children(self, account_id: str) -> bool:
+    def may_have_children(self, account_id: str) -> bool:
         if account_id not in self._has_children:
             self.prefetch_children([account_id])
         return self._has_children[account_id]
@@ -116,7 +116,7 @@ class Hierarchy:
         """
         root = self.root_through_parents(account_id)
         row = self.get(t.accounts, account_id)
-        if not self._may_have_children(account_id):
+        if not self.may_have_children(account_id):
             if row["root_id"] == root:
                 return {}
             self.put(t.accounts, dict(row, root_id=root))
