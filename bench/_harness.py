@@ -85,19 +85,26 @@ async def wait_until_idle(pid: int, *, below: float = 0.05, window: float = 1.0,
 
 @contextlib.contextmanager
 def postgres(url: str | None):
-    """Yield a PostgreSQL URL: the given one (its onevoice tables are dropped first), or a throwaway cluster."""
+    """Yield a PostgreSQL URL: the given one (its onevoice tables are dropped first), or a throwaway cluster
+    with the server's default durability (fsync, synchronous_commit, full_page_writes on): a figure measured
+    on a server that may lose committed transactions would promise what onevoice cannot keep. The settings
+    the benchmark ran on are printed either way."""
+    from tests.support.postgres import durability
+
     if url:
         engine = make_engine(url)
         metadata.drop_all(engine)
         with engine.begin() as conn:  # or the migrations would think the dropped tables still exist
             conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
         engine.dispose()
+        print(f"PostgreSQL: {durability(url)}", flush=True)
         yield url
         return
     from tests.support.postgres import start_postgres
 
-    url, stop = start_postgres()
+    url, stop = start_postgres(fast=False)
     try:
+        print(f"PostgreSQL: {durability(url)}", flush=True)
         yield url
     finally:
         stop()

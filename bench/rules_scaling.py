@@ -7,10 +7,20 @@ density per key account is the same for both sizes, so the only thing that grows
 the table: with the right indexes the per-event cost should hardly move (goal <= 1.5x).
 
 Then batches of new `price.agreed` events touching random key accounts are timed through
-`Processor.process` (decode, dedup, lock, apply, judge, outbox; one transaction per batch).
+`Processor.process` (decode, dedup, lock, apply, judge, outbox; one transaction per batch), twice
+per store size, each time with a fresh processor (empty per-process caches):
+
+* warm: the events go to a fixed random set of `--touched-key-accounts` (200) key accounts in both
+  stores, so after the first batches their state is in the process's cache and a batch fans out to
+  as many key accounts whatever the store size;
+* cold: the events go to any key account, so in the large store nearly every event meets a key
+  account the process has not read yet (what a process restarted on a large store sees).
+
+Without `--database-url` it runs on a throwaway PostgreSQL cluster with the server's default
+durability (fsync, synchronous_commit and full_page_writes on), and prints those settings.
 
     uv run python bench/rules_scaling.py [--sizes 10000,1000000] [--batches 15] [--batch-size 1000]
-                                         [--database-url postgresql://...]
+                                         [--modes warm,cold] [--database-url postgresql://...]
 """
 
 from __future__ import annotations
@@ -149,17 +159,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--database-url")
     parser.add_argument("--touched-key-accounts", type=int, default=200,
-                        help="events go to a fixed random set of this many key accounts in both stores, so a batch "
-                             "fans out to as many key accounts whatever the store size (0: any key account, which "
-                             "also measures the larger fan-out of a batch over a larger store)")
+                        help="warm mode: events go to a fixed random set of this many key accounts in both stores")
+    parser.add_argument("--modes", default="warm,cold",
+                        help="warm (the touched key accounts stay cached), cold (any key account), or both")
     args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",")]
+    assert set(modes) <= {"warm", "cold"}, modes
 
     stop = lambda: None  # noqa: E731
     url = args.database_url
     if url is None:
         from tests.support.postgres import start_postgres
-        url, stop = start_postgres()
+        url, stop = start_postgres(fast=False)  # benchmarks never run on a server without durability
     try:
+        from tests.support.postgres import durability
+        print(f"PostgreSQL: {durability(url)}", flush=True)
         create_tables(make_engine(url))
         rows = []
         for n in [int(s) for s in args.sizes.split(",")]:
@@ -169,20 +183,24 @@ def main() -> None:
             with make_engine(url).connect() as conn:
                 check = conn.execute(text("SELECT count(*) FROM agreements")).scalar()
             print(f"loaded {check:,} agreements over {n_ka:,} key accounts in {loaded:.1f} s", flush=True)
-            per_event = measure(url, n_ka, args.batches, args.batch_size, f"s{n}", args.touched_key_accounts)
-            med = statistics.median(per_event)
-            rows.append((n, n_ka, med, min(per_event), max(per_event)))
-            print(f"  {n:>9,} agreements: median {med:,.0f} µs/event (min {min(per_event):,.0f}, "
-                  f"max {max(per_event):,.0f}) over {args.batches} batches of {args.batch_size}", flush=True)
+            for mode in modes:
+                touched = args.touched_key_accounts if mode == "warm" else None
+                per_event = measure(url, n_ka, args.batches, args.batch_size, f"s{n}{mode}", touched)
+                med = statistics.median(per_event)
+                rows.append((mode, n, n_ka, med, min(per_event), max(per_event)))
+                print(f"  {n:>9,} agreements, {mode}: median {med:,.0f} µs/event (min {min(per_event):,.0f}, "
+                      f"max {max(per_event):,.0f}) over {args.batches} batches of {args.batch_size}", flush=True)
         print()
-        print(f"{'agreements':>10} {'key accounts':>12} {'µs/event (median)':>18} {'min':>7} {'max':>7} "
+        print(f"{'mode':>5} {'agreements':>10} {'key accounts':>12} {'µs/event (median)':>18} {'min':>7} {'max':>7} "
               f"{'events/s':>9}")
-        for n, n_ka, med, lo, hi in rows:
-            print(f"{n:>10,} {n_ka:>12,} {med:>18,.0f} {lo:>7,.0f} {hi:>7,.0f} {1e6 / med:>9,.0f}")
-        if len(rows) >= 2:
-            ratio = rows[-1][2] / rows[0][2]
-            print(f"ratio {rows[-1][0]:,} / {rows[0][0]:,}: {ratio:.2f}x (goal <= 1.5x) "
-                  f"{'OK' if ratio <= 1.5 else 'ABOVE GOAL'}")
+        for mode, n, n_ka, med, lo, hi in sorted(rows, key=lambda r: (modes.index(r[0]), r[1])):
+            print(f"{mode:>5} {n:>10,} {n_ka:>12,} {med:>18,.0f} {lo:>7,.0f} {hi:>7,.0f} {1e6 / med:>9,.0f}")
+        for mode in modes:
+            mine = sorted((r for r in rows if r[0] == mode), key=lambda r: r[1])
+            if len(mine) >= 2:
+                ratio = mine[-1][3] / mine[0][3]
+                print(f"ratio {mode} {mine[-1][1]:,} / {mine[0][1]:,}: {ratio:.2f}x (goal <= 1.5x) "
+                      f"{'OK' if ratio <= 1.5 else 'ABOVE GOAL'}")
     finally:
         stop()
 
