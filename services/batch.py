@@ -52,8 +52,11 @@ class Batch:
     decision_window_s: float
     result: BatchResult = field(default_factory=BatchResult)
     outbox: list[dict] = field(default_factory=list)
-    dirty: dict[str, str] = field(default_factory=dict)  # key account -> the event that changed it
-    changed: dict[str, set[str]] = field(default_factory=dict)  # key account -> agreements changed, if only those
+    dirty: dict[str, str] = field(default_factory=dict)  # key account -> the event that last changed it
+    # key account -> agreement (or promotion) changed, if only those -> (order, the event that changed it)
+    changed: dict[str, dict[str, tuple[int, str]]] = field(default_factory=dict)
+    families: dict[str, set[str]] = field(default_factory=dict)  # key account -> conflict families changed
+    touches: int = 0  # orders the changes of `changed`
     whole: set[str] = field(default_factory=set)  # key accounts to judge whole (team, hierarchy, promotion)
     reread: set[str] = field(default_factory=set)  # key accounts whose accounts changed in this transaction
     locked: set[str] = field(default_factory=set)
@@ -74,16 +77,31 @@ class Batch:
             self.whole.add(root_id)
             self.reread.add(root_id)
 
-    def touch_agreement(self, root_id: str | None, caused_by: str, agreement_id: str) -> None:
-        """Only this agreement (or promotion) changed: judge the conflicts it can take part in."""
+    def touch_agreement(self, root_id: str | None, caused_by: str, agreement_id: str, families: set[str]) -> None:
+        """Only this agreement (or promotion) changed: judge the conflicts it can take part in.
+
+        `families` (services/rules/agreements.conflict_families) say which: events of one key account
+        whose families differ cannot change each other's conflicts and are judged together.
+        """
         if root_id is not None:
             self.dirty[root_id] = caused_by
-            self.changed.setdefault(root_id, set()).add(agreement_id)
+            self.touches += 1
+            self.changed.setdefault(root_id, {})[agreement_id] = (self.touches, caused_by)
+            self.families.setdefault(root_id, set()).update(families)
+
+    def cause(self, root: str, evidence) -> str:
+        """The event a finding or alert of this key account is owed to: the last to change its evidence."""
+        changed = self.changed.get(root)
+        if root in self.whole or not changed:
+            return self.dirty[root]
+        causes = [changed[i] for i in evidence if i in changed]
+        return max(causes)[1] if causes else self.dirty[root]
 
     def judged(self) -> None:
         """Every key account touched so far has been judged."""
         self.dirty.clear()
         self.changed.clear()
+        self.families.clear()
         self.whole.clear()
 
     # -- alerts -----------------------------------------------------------------------------

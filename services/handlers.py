@@ -1,9 +1,9 @@
 """One handler per event type (CONTRACT §3, §4, §5): apply the event to the state, say what changed.
 
-`HANDLERS` maps each type to its handler; `KEY_ACCOUNTS_TOUCHED` maps it to what the event will
-change or read of the key accounts' judged state, known *before* it is applied — the processor
-judges a key account that an earlier event of the batch changed before it applies the next
-event touching it, so outputs never depend on where a batch happened to end.
+`HANDLERS` maps each type to its handler; `ORDERING_KEYS` maps it to what the event reads or
+changes that other events may too, known *before* it is applied: the processor applies events that
+share nothing in waves and judges a key account's changes before the next event that touches the
+same conflicts, so outputs never depend on where a batch happened to end.
 
 Agreement conflicts are judged later, per key account (services/judging.py); exceptions
 (dunning, scarce stock, handover) and notices are decided here, when their event arrives.
@@ -21,6 +21,7 @@ from services.batch import Batch
 from services.config import Settings
 from services.domain import CLOSED_STATUSES, iso
 from services.inputs import InputRecord
+from services.rules.agreements import conflict_families
 from services.rules.alerts import DUNNING_ONLY, STATUS_AFTER, refuse_decision
 from services.rules.exceptions import STOCK_RULE, allocate, is_shortage, judge_dunning, stock_findings
 from services.rules.notices import HANDOVER_RULE, commitment_notice, handover_finding, tier_change_notice
@@ -146,9 +147,10 @@ def on_agreement(batch: Batch, settings: Settings, record: InputRecord, event: E
     repo.put(t.agreements, values)
     if repo.account(data.account_id) is None:
         batch.result.unknown_accounts += 1
-    batch.touch_agreement(repo.root_of(data.account_id), ref(event), data.agreement_id)
+    families = conflict_families(values) | (conflict_families(previous) if previous is not None else set())
+    batch.touch_agreement(repo.root_of(data.account_id), ref(event), data.agreement_id, families)
     if previous is not None:
-        batch.touch_agreement(repo.root_of(previous["account_id"]), ref(event), data.agreement_id)
+        batch.touch_agreement(repo.root_of(previous["account_id"]), ref(event), data.agreement_id, families)
     key_account = repo.key_account_of(data.account_id)
     if key_account is not None:
         team = repo.teams([key_account.account_id])[key_account.account_id]
@@ -167,7 +169,8 @@ def on_agreement_withdrawn(batch: Batch, settings: Settings, record: InputRecord
     values.update(agreement_id=data.agreement_id, version=data.version, kind="withdrawal")
     repo.put(t.agreements, values)
     if previous is not None:
-        batch.touch_agreement(repo.root_of(previous["account_id"]), ref(event), data.agreement_id)
+        batch.touch_agreement(repo.root_of(previous["account_id"]), ref(event), data.agreement_id,
+                              conflict_families(values))
 
 
 def on_promotion_launched(batch: Batch, settings: Settings, record: InputRecord, event: Event) -> None:
@@ -179,8 +182,13 @@ def on_promotion_launched(batch: Batch, settings: Settings, record: InputRecord,
         promotion_id=data.promotion_id, country=data.country, product_id=data.product_id, price=str(data.price),
         currency=data.currency, valid_from=_day(data.valid_from), valid_to=_day(data.valid_to),
         audience=data.audience, launched_by=data.launched_by, event_time=stamp[0], event_id=stamp[1]))
+    families = _promotion_families(data.__dict__, old)
     for root in _undercut_roots(repo, event, old):
-        batch.touch_agreement(root, ref(event), data.promotion_id)
+        batch.touch_agreement(root, ref(event), data.promotion_id, families)
+
+
+def _promotion_families(terms: dict, old: dict | None) -> set[str]:
+    return conflict_families(terms) | (conflict_families(old) if old is not None else set())
 
 
 def _undercut_roots(repo: StateRepository, event: Event, old: dict | None) -> set[str]:
@@ -294,59 +302,9 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-# -- which key accounts an event will touch, before it is applied --------------------------------
-
-def _account_roots(repo: StateRepository, event: Event) -> set[str] | None:
-    data = event.data
-    current = repo.get(t.accounts, data.account_id)
-    moves = current is None or current["parent_id"] != data.parent_id
-    if moves and repo.may_have_children(data.account_id):
-        return None  # its subtree moves too, from roots not known here
-    parent = repo.account(data.parent_id) if data.parent_id is not None else None
-    return {current["root_id"] if current else data.account_id, parent.root_id if parent else data.account_id}
-
-
-def _team_roots(repo: StateRepository, event: Event) -> set[str]:
-    return {repo.root_of(event.data.account_id)}
-
-
-def _agreement_roots(repo: StateRepository, event: Event) -> set[str]:
-    previous = repo.get(t.agreements, event.data.agreement_id)
-    roots = {repo.root_of(previous["account_id"])} if previous is not None and previous["account_id"] else set()
-    account_id = getattr(event.data, "account_id", None)
-    if account_id is not None:
-        roots.add(repo.root_of(account_id))
-    return roots
-
-
-def _promotion_roots(repo: StateRepository, event: Event) -> set[str]:
-    return _undercut_roots(repo, event, repo.get(t.promotions, event.data.promotion_id))
-
-
 def _decision_roots(repo: StateRepository, event: Event) -> set[str] | None:
     alert = repo.alert(event.data.alert_id)
     return {alert["key_account_id"]} if alert is not None else None  # judging may be about to open it
-
-
-def _no_roots(repo: StateRepository, event: Event) -> set[str]:
-    return set()  # exceptions neither change nor read what judging decides
-
-
-#: None: the event depends on whatever judging is pending
-KEY_ACCOUNTS_TOUCHED: dict[str, Callable[[StateRepository, Event], set[str] | None]] = {
-    "account.upserted": _account_roots,
-    "team.member_assigned": _team_roots,
-    "team.member_removed": _team_roots,
-    "price.agreed": _agreement_roots,
-    "contract.negotiated": _agreement_roots,
-    "service.agreed": _agreement_roots,
-    "agreement.withdrawn": _agreement_roots,
-    "promotion.launched": _promotion_roots,
-    "dunning.triggered": _no_roots,
-    "stock.shortage": _no_roots,
-    "decision.made": _decision_roots,
-}
-
 
 
 # -- what an event must stay ordered with, known before the batch is applied ------------------
@@ -364,6 +322,7 @@ class RootsAhead:
         self.roots: dict[str, str] = {}
         self.children: dict[str, set[str]] = defaultdict(set)  # parent -> accounts the batch put under it
         self.agreements: dict[str, dict] = {}  # agreement id -> its newest version's fields seen in the batch
+        self.promotions: dict[str, dict] = {}  # promotion id -> its terms as last launched in the batch
         self.priced: dict[str, set[str]] = defaultdict(set)  # product -> key accounts given a global price in it
         self.in_country: dict[str, set[str]] = defaultdict(set)  # country -> key accounts given an account there
         self.lost = False
@@ -402,8 +361,14 @@ class RootsAhead:
         return self.repo.key_accounts_undercut_in(country, product_id) | self.priced[product_id] | self.in_country[country]
 
 
-def _ka(*roots: str | None) -> set[str]:
-    return {f"ka:{root}" for root in roots if root is not None}
+def _ka(*roots: str | None, families: set[str] | None = None, read: bool = False) -> set[str]:
+    """Ordering keys of key accounts: whole ("ka:R"), some conflict families ("ka:R/f") or master data read ("ka:R@r")."""
+    roots = [root for root in roots if root is not None]
+    if read:
+        return {f"ka:{root}@r" for root in roots}
+    if families is None:
+        return {f"ka:{root}" for root in roots}
+    return {f"ka:{root}/{family}" for root in roots for family in families}
 
 
 def _ordering_of_account(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
@@ -423,38 +388,45 @@ def _ordering_of_team(repo: StateRepository, ahead: RootsAhead, event: Event) ->
 
 def _ordering_of_agreement(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
     data = event.data
+    fields = data.__dict__  # a missing attribute of a pydantic model costs an exception: read the fields
+    account_id = fields.get("account_id")
     previous = ahead.agreements.get(data.agreement_id) or repo.get(t.agreements, data.agreement_id)
-    keys = {f"agreement:{data.agreement_id}"} | _ka(ahead.root_of(getattr(data, "account_id", None)))
+    terms = fields if account_id is not None else dict(previous or {}, **fields)
+    families = conflict_families(terms) | (conflict_families(previous) if previous is not None else set())
+    roots = {ahead.root_of(account_id)}
     if previous is not None:
-        keys |= _ka(ahead.root_of(previous["account_id"]))
-    for row in (data.__dict__, previous or {}):  # a global price, new or replaced: promotions of its product see it
+        roots.add(ahead.root_of(previous["account_id"]))
+    keys = {f"agreement:{data.agreement_id}"} | _ka(*roots, families=families)
+    for row in (fields, previous or {}):  # a global price, new or replaced: promotions of its product see it
         if row.get("scope") == "global" and row.get("product_id"):
             keys.add(f"product:{row['product_id']}@w")
-    if getattr(data, "account_id", None) is not None:  # a withdrawal keeps the terms of the version it ends
-        ahead.agreements[data.agreement_id] = {name: getattr(data, name, None)
-                                               for name in ("account_id", "scope", "product_id")}
-        if getattr(data, "scope", None) == "global" and getattr(data, "product_id", None):
-            ahead.priced[data.product_id].add(ahead.root_of(data.account_id))
+    if account_id is not None:  # a withdrawal keeps the terms of the version it ends
+        ahead.agreements[data.agreement_id] = {name: fields.get(name) for name in (
+            "agreement_id", "account_id", "scope", "product_id", "service_id", "contract_type")}
+        if fields.get("scope") == "global" and fields.get("product_id"):
+            ahead.priced[fields["product_id"]].add(ahead.root_of(account_id))
     return keys
 
 
 def _ordering_of_promotion(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
     data = event.data
-    old = repo.get(t.promotions, data.promotion_id)
+    old = ahead.promotions.get(data.promotion_id) or repo.get(t.promotions, data.promotion_id)
+    ahead.promotions[data.promotion_id] = {"promotion_id": data.promotion_id, "country": data.country,
+                                           "product_id": data.product_id}
     keys = {f"promotion:{data.promotion_id}", f"product:{data.product_id}@r", f"country:{data.country}@r"}
     roots = ahead.undercut(data.country, data.product_id)
     if old is not None:
         keys.update((f"product:{old['product_id']}@r", f"country:{old['country']}@r"))
         roots |= ahead.undercut(old["country"], old["product_id"])
-    return keys | _ka(*roots)
+    return keys | _ka(*roots, families=_promotion_families(data.__dict__, old))
 
 
 def _ordering_of_dunning(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
-    return {f"dunning:{event.data.dunning_id}"} | _ka(ahead.root_of(event.data.account_id))
+    return {f"dunning:{event.data.dunning_id}"} | _ka(ahead.root_of(event.data.account_id), read=True)
 
 
 def _ordering_of_shortage(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
-    return {f"item:{event.data.item_id}"} | _ka(*(ahead.root_of(o.account_id) for o in event.data.orders))
+    return {f"item:{event.data.item_id}"} | _ka(*(ahead.root_of(o.account_id) for o in event.data.orders), read=True)
 
 
 def _ordering_of_decision(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str] | None:
@@ -483,4 +455,4 @@ ORDERING_KEYS: dict[str, Callable[[StateRepository, RootsAhead, Event], set[str]
     "decision.made": _ordering_of_decision,
 }
 
-assert set(HANDLERS) == set(KEY_ACCOUNTS_TOUCHED) == set(ORDERING_KEYS)
+assert set(HANDLERS) == set(ORDERING_KEYS)

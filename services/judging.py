@@ -12,7 +12,7 @@ import contextlib
 import functools
 import json
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from services.batch import Batch
 from services.domain import CLOSED_STATUSES, Finding, KeyAccountView
@@ -34,7 +34,7 @@ def judge_key_accounts(batch: Batch, fallback: str, lock: Callable[[Batch, set[s
     if not lock(batch, set(batch.dirty)) and repo.conn.dialect.name == "postgresql":
         repo.forget_all()
     roots = sorted(batch.dirty)
-    partial = {root: ids for root, ids in batch.changed.items() if root not in batch.whole}
+    partial = {root: set(ids) for root, ids in batch.changed.items() if root not in batch.whole}
     related = related_agreements(repo, partial)
     # Cached states know nothing of this transaction's account changes, however long ago it judged them
     states = repo.key_account_states(roots, batch.reread, CONFLICT_RULES, partial)
@@ -71,12 +71,15 @@ def judge_key_accounts(batch: Batch, fallback: str, lock: Callable[[Batch, set[s
                 ids = partial[root]
                 findings = [f for f in findings if ids.intersection(f.evidence)]
                 alerts = [a for a in alerts if not ids.isdisjoint(evidence_ids(a["evidence"]))]
-            reconcile(batch, alerts, findings, batch.dirty[root])
+            reconcile(batch, alerts, findings, functools.partial(batch.cause, root))
     batch.judged()
 
 
-def reconcile(batch: Batch, existing: list[dict], findings: list[Finding], caused_by: str) -> None:
-    """Open, refresh or resolve a key account's conflict alerts so they match the findings that hold."""
+def reconcile(batch: Batch, existing: list[dict], findings: list[Finding], cause: Callable[[Iterable[str]], str]) -> None:
+    """Open, refresh or resolve a key account's conflict alerts so they match the findings that hold.
+
+    `cause(evidence)` names the event each change is owed to.
+    """
     open_by_fingerprint = {a["fingerprint"]: a for a in existing if a["status"] not in CLOSED_STATUSES}
     decided = {(a["fingerprint"], a["versions"]) for a in existing if a["closed_by_decision"]}
     holding = set()
@@ -88,10 +91,10 @@ def reconcile(batch: Batch, existing: list[dict], findings: list[Finding], cause
                 batch.refresh_alert(current, finding)
             continue
         if (finding.fingerprint, finding.versions) not in decided:
-            batch.open_alert(finding, caused_by)
+            batch.open_alert(finding, cause(finding.evidence))
     for fingerprint, alert in open_by_fingerprint.items():
         if fingerprint not in holding:
-            batch.change_status(alert, "resolved", caused_by)
+            batch.change_status(alert, "resolved", cause(evidence_ids(alert["evidence"])))
 
 
 @functools.lru_cache(maxsize=65536)

@@ -29,7 +29,7 @@ from schemas.decode import Event, InvalidMessage
 from services.batch import Batch, BatchResult
 from services.config import Settings
 from services.domain import utcnow
-from services.handlers import AGREEMENT_KINDS, HANDLERS, KEY_ACCOUNTS_TOUCHED, ORDERING_KEYS, RootsAhead
+from services.handlers import AGREEMENT_KINDS, HANDLERS, ORDERING_KEYS, RootsAhead
 from services.inputs import InputRecord, decode_records
 from services.judging import judge_key_accounts
 from services.rules.agreements import CONFLICT_RULES
@@ -208,11 +208,11 @@ class Processor:
     def _apply(self, batch: Batch, decoded: list[tuple[InputRecord, Event | InvalidMessage]]) -> None:
         """Apply the batch's events as if one by one, judging each key account's changes before the next.
 
-        Events that share no key account (nor anything else one reads and another writes) commute,
-        so they are applied in waves, in their order within each wave, and the key accounts a wave
-        changed are judged once at its end: a handful of judging rounds per batch instead of one per
-        event. Should an event still meet a key account changed earlier in its wave (its accounts
-        moved meanwhile), what is pending is judged first.
+        Events that share no key account's conflicts (nor anything else one reads and another writes)
+        commute, so they are applied in waves, in their order within each wave, and the key accounts a
+        wave changed are judged once at its end: a handful of judging rounds per batch instead of one
+        per event. The batch-split property test (tests/unit/test_batch_independence.py) holds this to
+        the outputs of one event at a time.
         """
         fresh = self._claim(batch, decoded)
         batch.result.duplicates = len(decoded) - len(fresh)
@@ -224,11 +224,8 @@ class Processor:
                 batch.dead_letter(record, item.code, item.message)
         fallback = self.settings.fallback_assignee
         waves = _waves(batch.repo, [(record, item) for record, item in fresh if isinstance(item, Event)])
-        for wave in waves:
+        for wave in waves:  # no two events of a wave share a key account's conflicts: judged once, at its end
             for record, event in wave:
-                touched = KEY_ACCOUNTS_TOUCHED[event.type](batch.repo, event) if batch.dirty else set()
-                if touched is None or not batch.dirty.keys().isdisjoint(touched):
-                    judge_key_accounts(batch, fallback, self._lock)  # as if each event had been its own batch
                 HANDLERS[event.type](batch, self.settings, record, event)
             judge_key_accounts(batch, fallback, self._lock)
 
@@ -361,8 +358,13 @@ class Processor:
 
 
 def _waves(repo: StateRepository, events: list[tuple[InputRecord, Event]]) -> list[list[tuple[InputRecord, Event]]]:
-    """The events in waves: each after every earlier event it shares an ordering key with (`ORDERING_KEYS`)."""
-    last: dict[str, dict[str, int]] = defaultdict(lambda: {"x": 0, "r": 0, "w": 0})
+    """The events in waves: each after every earlier event it conflicts with on an ordering key (`ORDERING_KEYS`).
+
+    A plain key conflicts with every use of it; "k@w" only with "k@r" and the other way round. A key
+    account's whole key "ka:R" conflicts with all of R's keys, a family "ka:R/f" with the whole and
+    the same family, a master-data read "ka:R@r" with the whole only.
+    """
+    last: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     floor = highest = 0  # an event without keys (None) stands alone: after all before it, before all after it
     waves: dict[int, list] = defaultdict(list)
     ahead = RootsAhead(repo)
@@ -373,26 +375,34 @@ def _waves(repo: StateRepository, events: list[tuple[InputRecord, Event]]) -> li
         if keys is None:
             wave = floor = highest + 1
         else:
-            sided = [_side(key) for key in keys]
-            wave = max([floor, *(_after(last[key], side) for key, side in sided)]) + 1
-            for key, side in sided:
-                last[key][side] = max(last[key][side], wave)
+            uses = [_use(key) for key in keys]
+            wave = max([floor, *(_after(last[key], side) for key, side in uses)]) + 1
+            for key, side in uses:
+                seen = last[key]
+                seen[side] = max(seen[side], wave)
+                if side.startswith("/"):
+                    seen["/"] = max(seen["/"], wave)  # any family
         highest = max(highest, wave)
         waves[wave].append((record, event))
     return [waves[w] for w in sorted(waves)]
 
 
-def _side(key: str) -> tuple[str, str]:
-    """("product:P", "w") for "product:P@w"; a plain key conflicts with every use of it ("x")."""
+def _use(key: str) -> tuple[str, str]:
+    """("product:P", "w") for "product:P@w", ("ka:R", "/f") for "ka:R/f", ("k", "x") for a plain key."""
     if key[-2:] in ("@r", "@w"):
         return key[:-2], key[-1]
+    if key.startswith("ka:") and "/" in key:
+        root, _, family = key.partition("/")
+        return root, "/" + family
     return key, "x"
 
 
 def _after(seen: dict[str, int], side: str) -> int:
-    """The last wave an event on this side of the key must come after."""
+    """The last wave an event using the key this way must come after."""
     if side == "x":
-        return max(seen.values())
+        return max(seen.values(), default=0)
+    if side.startswith("/"):
+        return max(seen["x"], seen[side])
     return max(seen["x"], seen["w" if side == "r" else "r"])
 
 

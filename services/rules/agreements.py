@@ -27,6 +27,23 @@ UNAUTHORIZED_COMMITMENT = "unauthorized_commitment"
 CONFLICT_RULES = (DUPLICATE_GLOBAL_CONTRACT, LOCAL_PRICE_BELOW_GLOBAL, LOCAL_PRICE_ABOVE_GLOBAL,
                   PROMOTION_UNDERCUTS_GLOBAL, CONTRADICTING_SERVICE_TERMS, UNAUTHORIZED_COMMITMENT)
 
+def conflict_families(terms: dict) -> set[str]:
+    """Which conflicts an agreement (or promotion) can take part in, by its terms (a row or event data).
+
+    Prices meet prices and promotions of their product, services those of their service id, global
+    contracts those of their type; every agreement its own `unauthorized_commitment`. Changes in
+    different families of one key account cannot change each other's conflicts.
+    """
+    families = {f"a:{terms.get('agreement_id') or terms.get('promotion_id')}"}
+    if terms.get("product_id"):
+        families.add(f"p:{terms['product_id']}")
+    if terms.get("service_id"):
+        families.add(f"s:{terms['service_id']}")
+    if terms.get("contract_type"):
+        families.add(f"c:{terms['contract_type']}")
+    return families
+
+
 GLOBAL_RIGHTS = frozenset({"global_kam", "senior_kam", "executive_sponsor"})
 LOCAL_RIGHTS = frozenset({"local_kam", "sales", "country_manager"})
 CONCESSION_RIGHTS = frozenset({"global_kam", "senior_kam"})

@@ -40,7 +40,7 @@ class KeyAccountReads:
     def prefetch_undercut(self, pairs: Iterable[tuple[str, str]]) -> None:
         """For (country, product) pairs, the roots with an account in the country and a global price for the product.
 
-        Cached for the batch until an account or a global price it may not include is written (`put`).
+        Cached for the batch: a global price written since joins (`put`), an account written drops the cache.
         """
         wanted = sorted({p for p in pairs if p not in self._undercut})
         if not wanted:

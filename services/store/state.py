@@ -120,9 +120,12 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
             self._alerts_by_ref[(row["rule"], row["ref_id"])].add(row["alert_id"])
         elif table is t.agreements:
             if row["kind"] == "price" and row["scope"] == "global" and self._undercut:
-                # a promotion of this product launched later in the batch may undercut this key account
-                for pair in [p for p in self._undercut if p[1] == row["product_id"]]:
-                    del self._undercut[pair]
+                # A promotion of this product launched later in the batch may undercut this key account.
+                # Counted in every country: one it has no account in only costs a judging that finds nothing.
+                root = self.root_of(row["account_id"])
+                for pair, roots in self._undercut.items():
+                    if pair[1] == row["product_id"]:
+                        roots.add(root)
         elif table is t.accounts:
             self._changes_teams = True
             self._teams.clear()
