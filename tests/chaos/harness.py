@@ -176,7 +176,7 @@ class Disruption:
     applied_at: int  # inputs applied (processed_events) when it struck
     applied_before_incarnation: int  # ... when the incarnation it struck started working
     outbox_at: int  # highest outbox id then
-    applied_final: int = 0
+    applied_final: int = 0  # when the work phase was done
     outbox_final: int = 0
     away_s: float = 0.0
 
@@ -266,12 +266,12 @@ async def run_once(label: str, *, bootstrap: str, cluster: PostgresCluster, tmp_
                 await _disrupt(run, service, cluster, engine, workload, schedule(kills, restarts), rng, done)
             await _wait_finished(service, admin, group, targets, engine)
             assert service.terminate() == 0, service.tail()
-            if phase == "work":
+            if phase == "work":  # the proof of each disruption: work of this phase remained after it
                 run.work_s = time.monotonic() - phase_began
+                work_applied, work_top = applied(engine), outbox_top(engine)
+                for d in run.disruptions:
+                    d.applied_final, d.outbox_final = work_applied, work_top
         run.seconds = time.monotonic() - began
-        final_applied, final_top = applied(engine), outbox_top(engine)
-        for d in run.disruptions:
-            d.applied_final, d.outbox_final = final_applied, final_top
         run.outputs = await read_outputs(bootstrap, output_start)
         run.state = await asyncio.to_thread(snapshot, engine)
     finally:
