@@ -120,7 +120,7 @@ class OpsReporter:
         outputs = summarise_outputs(rows, keep_changes=alert_log.isEnabledFor(logging.DEBUG))
         counts = result.counters()
         m.record_batch(counts, outputs, events, seconds, time.time())
-        conflicts = getattr(result, "retries", 0)  # deadlocks/serialization failures the processor retried
+        conflicts = result.retries  # deadlocks/serialization failures the processor retried
         if conflicts:
             m.DATABASE_RETRIES.labels("conflict").inc(conflicts)
         self.latency.committed(rows, received_at)

@@ -36,6 +36,7 @@ class BatchResult:
     dead_letters: int = 0
     unknown_accounts: int = 0
     escalations: int = 0
+    retries: int = 0
     outputs: int = 0
     committed_outputs: list[tuple] = field(default_factory=list)  # (outbox id, topic, key, value) in id order
 

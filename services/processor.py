@@ -189,6 +189,7 @@ class Processor:
             try:
                 with self.engine.begin() as conn:
                     batch = self._batch(StateRepository(conn, self.master_cache, self.key_cache))
+                    batch.result.retries = attempt  # deadlocks and lost races before this attempt
                     self._apply(batch, list(zip(records, decoded)))
                     self._write(batch)
                 try:

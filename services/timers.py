@@ -22,7 +22,8 @@ from services.store.db import lock_keys
 from services.store.state import StateRepository, dumps
 
 
-def _due(now_iso: str):
+def due_condition(now_iso: str):
+    """Alerts whose escalation is due by `now_iso` (CONTRACT §5): still open, or a held dunning not yet decided."""
     c = t.alerts.c
     return and_(c.escalated == False, c.due_at.is_not(None), c.due_at <= now_iso,  # noqa: E712
                 or_(c.status == "open", and_(c.awaiting_decision == True, c.status == "acknowledged")))  # noqa: E712
@@ -42,14 +43,14 @@ class EscalationTimer:
         now_iso = iso(now)
         with self.engine.begin() as conn:
             candidates = conn.execute(select(t.alerts.c.alert_id, t.alerts.c.key_account_id)
-                                      .where(_due(now_iso)).limit(limit)).all()
+                                      .where(due_condition(now_iso)).limit(limit)).all()
             if not candidates:
                 return 0
             batch = Batch(StateRepository(conn), now, self.settings.decision_window_s)
             batch.locked = {c.key_account_id for c in candidates}  # committing bumps them: caches read again
             lock_keys(conn, batch.locked)
             rows = conn.execute(select(t.alerts).where(
-                t.alerts.c.alert_id.in_([c.alert_id for c in candidates]), _due(now_iso))).all()
+                t.alerts.c.alert_id.in_([c.alert_id for c in candidates]), due_condition(now_iso))).all()
             teams = batch.repo.teams({r.key_account_id for r in rows})
             for row in rows:
                 target = escalation_target(teams[row.key_account_id], row.assignee, self.settings.fallback_assignee)

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, func, select, text
 
 from services.domain import CLOSED_STATUSES, iso
 from services.store import tables as t
-from services.timers import _due as escalation_due  # the timer's own condition: one definition of "due"
+from services.timers import due_condition as escalation_due  # the timer's own condition: one definition of "due"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 
+from services.redact import mask_url
+
 
 
 def make_engine(url: str) -> Engine:
@@ -30,7 +32,7 @@ def make_engine(url: str) -> Engine:
                                connect_args={"timeout": 30, "check_same_thread": False})
         _serialise_sqlite_writers(engine)
     else:
-        raise ValueError(f"unsupported database URL {url!r}: use sqlite:///… or postgresql://…")
+        raise ValueError(f"unsupported database URL {mask_url(url)!r}: use sqlite:///… or postgresql://…")
     return engine
 
 

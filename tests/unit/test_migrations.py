@@ -4,6 +4,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from services.store.db import create_tables, make_engine
+import services.notify.tables  # noqa: F401  (features declare their tables beside their code)
+import services.web.tables  # noqa: F401
 from services.store.tables import metadata
 
 
