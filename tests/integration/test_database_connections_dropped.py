@@ -10,7 +10,9 @@ While the service works through a backlog (batches of at most 200 events, so the
 transactions to land in), three times: once the applied inputs pass a mark, wait until one of its
 connections is inside a transaction (`pg_stat_activity.xact_start`), and terminate every connection
 of the service at once (what a PostgreSQL restart does to them; the server answers the cut-off
-statement with SQLSTATE 57P01).
+statement with SQLSTATE 57P01). The outcome is compared with a single processor fed the same
+events without drops: open conflicts, instructions, notices and dead letters (by content), applied
+inputs and counters.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from services.devkit.workload import generate
 from services.scenario_runner import OUTPUT_TOPICS, end_offsets, read_outputs, start_group_at, wait_until_caught_up
 from services.store import tables as t
 from services.store.db import make_engine
-from tests.integration.test_two_processes import applied, publish, unsent
+from tests.integration.test_two_processes import (applied, dead_letters, instructions, notices, open_conflicts,
+                                                  publish, single_processor, unsent)
 from tests.support.service_process import ServiceProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -62,11 +65,12 @@ def drop_in_a_transaction(engine, deadline: float) -> tuple[list[tuple], int]:
 
 
 async def test_the_service_carries_on_when_the_database_drops_its_connections_mid_transaction(
-        kafka_bootstrap, postgres_database, tmp_path):
+        kafka_bootstrap, postgres_url, postgres_database, tmp_path):
     prefix = f"drop{uuid.uuid4().hex[:5]}"
     messages = generate(4000, seed=5, prefix=prefix)
     master = [m for m in messages if m[0] == "crm.accounts"]
     rest = [m for m in messages if m[0] != "crm.accounts"]
+    reference = single_processor(postgres_url, master + rest)  # what the service does when nothing is dropped
     await ensure_topics(kafka_bootstrap, 6)
     group = f"drop-{prefix}"
     await start_group_at(kafka_bootstrap, group, await end_offsets(kafka_bootstrap, INPUT_TOPICS))
@@ -98,6 +102,7 @@ async def test_the_service_carries_on_when_the_database_drops_its_connections_mi
             applied_in_the_end = applied(engine)
             processed = conn.execute(select(func.sum(t.counters.c.value))
                                      .where(t.counters.c.name == "processed")).scalar()
+        conflicts = open_conflicts(engine)
     finally:
         if service.alive():
             service.kill()
@@ -121,3 +126,9 @@ async def test_the_service_carries_on_when_the_database_drops_its_connections_mi
                                                               "invalid_decision")] == [], "a valid event was dead-lettered"
     for keys in (alert_keys, instruction_keys, notice_keys, letter_keys):
         assert max(keys.values()) == 1, [k for k, n in keys.items() if n > 1][:5]
+    # and the same outcome as without drops
+    assert conflicts == reference["open conflicts"]
+    assert instructions(outputs["kam.instructions"]) == reference["instructions"]
+    assert notices(outputs["kam.notices"]) == reference["notices"]
+    assert dead_letters(outputs["kam.dlq"]) == reference["dead letters"]
+    assert applied_in_the_end == reference["applied"] and processed == reference["processed"]

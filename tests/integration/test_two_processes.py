@@ -88,6 +88,27 @@ def dead_letters(messages: list[dict]) -> Counter:
     return Counter((d["topic"], d["key"], d["raw"], d["error"]["code"]) for d in messages)
 
 
+def single_processor(postgres_url: str, messages) -> dict:
+    """What one processor makes of `messages` applied in publish order, in batches of 500, on a fresh database."""
+    with fresh_postgres_database(postgres_url, "ref") as reference_url:
+        engine = make_engine(reference_url)
+        try:
+            create_tables(engine)
+            processor = Processor(engine, Settings(database_url=reference_url))
+            ordered = [InputRecord(topic, 0, i, key, value) for i, (topic, key, value) in enumerate(messages)]
+            for start in range(0, len(ordered), 500):
+                processor.process(ordered[start:start + 500])
+            outputs = outbox_messages(engine)
+            with engine.connect() as conn:
+                processed = conn.execute(select(func.sum(t.counters.c.value))
+                                         .where(t.counters.c.name == "processed")).scalar()
+            return {"open conflicts": open_conflicts(engine), "applied": applied(engine), "processed": processed,
+                    "instructions": instructions(outputs["kam.instructions"]),
+                    "notices": notices(outputs["kam.notices"]), "dead letters": dead_letters(outputs["kam.dlq"])}
+        finally:
+            engine.dispose()
+
+
 async def publish(bootstrap: str, messages) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
     await producer.start()
@@ -131,24 +152,12 @@ async def test_two_processes_share_the_work_and_behave_like_one(kafka_bootstrap,
     master = [m for m in messages if m[0] == "crm.accounts"]
     rest = [m for m in messages if m[0] != "crm.accounts"] + junk(prefix)
 
-    with fresh_postgres_database(postgres_url, "ref") as reference_url:
-        engine = make_engine(reference_url)
-        create_tables(engine)
-        processor = Processor(engine, Settings(database_url=reference_url))
-        ordered = [InputRecord(topic, 0, i, key, value) for i, (topic, key, value) in enumerate(master + rest)]
-        for start in range(0, len(ordered), 500):
-            processor.process(ordered[start:start + 500])
-        expected = open_conflicts(engine)
-        expected_outputs = outbox_messages(engine)
-        expected_applied = applied(engine)
-        with engine.connect() as conn:
-            expected_processed = conn.execute(select(func.sum(t.counters.c.value))
-                                              .where(t.counters.c.name == "processed")).scalar()
-        engine.dispose()
+    reference = single_processor(postgres_url, master + rest)
+    expected, expected_applied, expected_processed = (reference["open conflicts"], reference["applied"],
+                                                      reference["processed"])
     assert expected, "the workload should leave some conflicts open"
-    expected_instructions = instructions(expected_outputs["kam.instructions"])
-    expected_notices = notices(expected_outputs["kam.notices"])
-    expected_letters = dead_letters(expected_outputs["kam.dlq"])
+    expected_instructions, expected_notices, expected_letters = (reference["instructions"], reference["notices"],
+                                                                 reference["dead letters"])
     assert len(expected_instructions) > 50 and len(expected_notices) > 10 and len(expected_letters) >= 12
 
     await ensure_topics(kafka_bootstrap, 6)
