@@ -140,6 +140,9 @@ class KeyAccountReads:
         missing = []
         for root in roots:
             cached = cache.get(root) if cache is not None and root in self._valid_keys and root not in reread else None
+            if cached is None and root not in reread:
+                # read earlier in this transaction (a batch judges in several rounds): its writes are laid over
+                cached = self._states_read.get(root)
             if cached is None:
                 missing.append(root)
             else:
@@ -215,11 +218,16 @@ class KeyAccountReads:
                     roots: dict[str, str | None], index: dict[str, str], *, update_index: bool) -> None:
         """Apply the written agreements (moving one whose key account changed) and conflict alerts to `states`;
         `index` (agreement id -> key account) is followed, and kept up to date with `update_index`."""
-        for row in self._written.get("agreements", {}).values():
+        written = self._written.get("agreements", {})
+        # where a written agreement lies now in these states (the index may not know what this transaction read)
+        holders = {agreement_id: holder for holder, state in states.items() for agreement_id in state.agreements
+                   if (agreement_id,) in written}
+        for row in written.values():
             agreement_id, root = row["agreement_id"], roots[row["agreement_id"]]
             previous = index.pop(agreement_id, None) if update_index else index.get(agreement_id)
-            if previous is not None and previous != root and previous in states:
-                states[previous].agreements.pop(agreement_id, None)
+            for stale in {previous, holders.get(agreement_id)} - {None, root}:
+                if stale in states:
+                    states[stale].agreements.pop(agreement_id, None)
             if root in states:
                 states[root].agreements[agreement_id] = self._as_agreement(row)
                 if update_index:
