@@ -330,7 +330,8 @@ class RootsAhead:
     def root_of(self, account_id: str | None) -> str | None:
         if account_id in self.roots:
             return self.roots[account_id]
-        return self.repo.root_of(account_id)
+        row = self.repo.get(t.accounts, account_id) if account_id is not None else None
+        return row["root_id"] if row is not None else account_id
 
     def upsert(self, account_id: str, parent_id: str | None) -> set[str]:
         """Follow an account upsert; returns the roots it touches (old and new, and its subtree's old ones)."""
