@@ -47,6 +47,7 @@ If the master data alone is longer than ``n_events`` it is cut to ``n_events`` m
 
 from __future__ import annotations
 
+import bisect
 import json
 import random
 from datetime import date, datetime, timedelta, timezone
@@ -117,8 +118,12 @@ class _Generator:
         self.kas: list[_KeyAccount] = []
         self.standalone: list[tuple[str, str]] = []
         self.agreements: dict[str, dict] = {}        # agreement id -> {"type", "data", "ka", "history", ...}
+        # Not withdrawn, in the order recorded (kept up to date rather than filtered per event: the filtering
+        # made generating quadratic, 100,000 events took four minutes); what a random choice picks is unchanged.
         self.versionable: list[str] = []
         self.withdrawable: list[str] = []
+        self.recorded: list[dict] = []  # every agreement, in the order recorded
+        self.revised: list[int] = []  # positions in `recorded` of the agreements with a newer version, ascending
         self.products = [f"{prefix}-SKU{n:04d}" for n in range(max(40, self.n_key * 2))]
         self.items = [f"{prefix}-ITEM{n:04d}" for n in range(max(10, self.n_key))]
 
@@ -230,7 +235,8 @@ class _Generator:
                source: str = "erp/emea", **extra) -> str:
         self.emit(type_, source, data, subject=data["account_id"])
         self.agreements[data["agreement_id"]] = dict(type=type_, data=data, ka=ka, history=[data], source=source,
-                                                     withdrawn=False, **extra)
+                                                     withdrawn=False, position=len(self.recorded), **extra)
+        self.recorded.append(self.agreements[data["agreement_id"]])
         if versionable:
             self.versionable.append(data["agreement_id"])
         self.withdrawable.append(data["agreement_id"])
@@ -388,10 +394,9 @@ class _Generator:
                                                            role="conflict")]
 
     def new_version(self) -> bool:
-        live = [a for a in self.versionable if not self.agreements[a]["withdrawn"]]
-        if not live:
+        if not self.versionable:
             return False
-        agreement = self.agreements[self.rng.choice(live)]
+        agreement = self.agreements[self.rng.choice(self.versionable)]
         data = dict(agreement["data"])
         data["version"] += self.rng.choice([1, 1, 1, 2])
         role = agreement["role"]
@@ -406,15 +411,19 @@ class _Generator:
         self.emit(agreement["type"], agreement["source"], data, subject=data["account_id"])
         agreement["data"] = data
         agreement["history"].append(data)
+        if len(agreement["history"]) == 2:
+            bisect.insort(self.revised, agreement["position"])
         return True
 
     def withdraw(self) -> bool:
-        live = [a for a in self.withdrawable if not self.agreements[a]["withdrawn"]]
-        if not live:
+        if not self.withdrawable:
             return False
-        agreement_id = self.rng.choice(live)
+        agreement_id = self.rng.choice(self.withdrawable)
         agreement = self.agreements[agreement_id]
         agreement["withdrawn"] = True
+        self.withdrawable.remove(agreement_id)
+        if agreement_id in self.versionable:
+            self.versionable.remove(agreement_id)
         version = agreement["data"]["version"] + 1
         ka = agreement["ka"]
         if agreement["role"] == "global_price":
@@ -426,10 +435,9 @@ class _Generator:
         return True
 
     def stale(self) -> bool:
-        candidates = [a for a in self.agreements.values() if len(a["history"]) > 1]
-        if not candidates:
+        if not self.revised:
             return False
-        agreement = self.rng.choice(candidates)
+        agreement = self.recorded[self.rng.choice(self.revised)]
         old = self.rng.choice(agreement["history"][:-1])
         self.emit(agreement["type"], agreement["source"], old, subject=old["account_id"])
         return True
