@@ -147,7 +147,8 @@ class PostgresCluster:
         transaction) and start it again; returns the seconds it was away."""
         began = time.monotonic()
         self._ctl("-m", mode, "-w", "-t", str(int(timeout)), "stop", what=f"pg_ctl stop -m {mode}")
-        self._ctl("-l", str(self._log), "-o", self._options, "-w", "-t", str(int(timeout)), "start", what="pg_ctl start")
+        self._ctl("-l", str(self._log), "-o", self._options, "-w", "-t", str(int(timeout)), "start",
+                  what="pg_ctl start")
         return time.monotonic() - began
 
     def stop(self) -> None:
