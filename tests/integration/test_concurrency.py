@@ -373,16 +373,16 @@ def undercut_fingerprint(ka: str, promotion_id: str) -> str:
 
 def undercut_reads(monkeypatch) -> list[int]:
     """Counts the reads of which key accounts promotions may undercut."""
-    import services.store.state as state
+    import services.store.key_account_reads as reads_module
 
-    reads, fetch_rows = [], state.fetch_rows
+    reads, fetch_rows = [], reads_module.fetch_rows
 
     def counting_fetch_rows(conn, sql, *args, **kwargs):
-        if sql == state._UNDERCUT_SQL:
+        if sql == reads_module._UNDERCUT_SQL:
             reads.append(1)
         return fetch_rows(conn, sql, *args, **kwargs)
 
-    monkeypatch.setattr(state, "fetch_rows", counting_fetch_rows)
+    monkeypatch.setattr(reads_module, "fetch_rows", counting_fetch_rows)
     return reads
 
 
