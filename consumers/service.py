@@ -96,12 +96,12 @@ class Service:
         self.input_wait_s = 0.0  # time the consumer loop waited for Kafka with nothing to apply
         self._uncommitted: dict = {}  # partition -> next offset, of applied batches not yet committed to Kafka
         self.committed_offsets: dict = {}  # partition -> offset this process last committed (for the ops lag)
+        self.ops = OpsReporter(self)  # opens nothing until run(): its endpoints and lag probe start there
 
     async def run(self) -> None:
         if self.stop.is_set():  # asked to stop before it started: nothing to finish
             return
         tune_garbage_collector()
-        self.ops = OpsReporter(self)
         await self.ops.open_endpoints()  # first: a busy metrics port is reported before anything else starts
         try:
             await self._run()

@@ -99,37 +99,6 @@ async def test_offsets_of_partitions_moved_to_another_member_are_left_to_it():
     service.engine.dispose()
 
 
-async def test_consumer_lag_asks_the_coordinator_only_for_offsets_it_does_not_know():
-    from aiokafka import TopicPartition
-
-    from consumers.ops import OpsReporter
-
-    a, b = TopicPartition("erp.stock", 0), TopicPartition("erp.stock", 1)
-    asked = []
-
-    class _Consumer:
-        assigned = {a, b}
-
-        def assignment(self):
-            return set(self.assigned)
-
-        def highwater(self, tp):
-            return 100
-
-        async def committed(self, tp):
-            asked.append(tp)
-            return 40
-
-    service = types.SimpleNamespace(consumer=_Consumer(), committed_offsets={},
-                                    settings=types.SimpleNamespace(metrics_port=None))
-    ops = OpsReporter(service, producer=None)
-    assert await ops.consumer_lag() == 120 and sorted(asked) == [a, b]
-    service.committed_offsets[a] = 90  # this process committed a since
-    assert await ops.consumer_lag() == 70 and len(asked) == 2  # nothing asked again
-    service.consumer.assigned = {b}  # a rebalance: another member may have committed b meanwhile
-    assert await ops.consumer_lag() == 60 and asked[-1] == b and len(asked) == 3
-
-
 def _outbox_rows(engine, n: int, first: int = 0) -> list[tuple]:
     with engine.begin() as conn:
         rows = [{"topic": "kam.alerts", "key": f"kam-{i % 4}", "value": f'{{"n": {i}}}',
