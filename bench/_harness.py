@@ -27,7 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
 from services.store import tables as t  # noqa: E402
-from services.broker import PID_FILE  # noqa: E402
+from services.devkit.broker import PID_FILE  # noqa: E402
 from services.store.db import make_engine  # noqa: E402
 from services.store.tables import metadata  # noqa: E402
 
@@ -44,7 +44,7 @@ def broker(bootstrap: str | None):
     if bootstrap:
         yield bootstrap
         return
-    from services.broker import start_broker, stop_broker
+    from services.devkit.broker import start_broker, stop_broker
 
     port = free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="onevoice-bench-kafka-"))

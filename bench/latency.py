@@ -31,7 +31,7 @@ from consumers.service import Service
 from consumers.topics import ensure_topics
 from schemas.registry import INPUT_TOPICS, INSTRUCTIONS_TOPIC
 from services.config import Settings
-from services.scenario_runner import end_offsets, start_group_at
+from services.devkit.scenario_runner import end_offsets, start_group_at
 from workload import generate
 
 PARTITIONS = 6

@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from services.cli_broker import broker_app
+from services.devkit.cli_broker import broker_app
 from services.config import Settings
 from services.observability.cli_errors import friendly_errors, set_debug
 from services.ops_cli import register_ops_commands
@@ -123,7 +123,7 @@ def replay(
     A line it would dead-letter is skipped and listed with its reason (the first ten); exit code 1 unless --skip-invalid.
     Re-running a corrected file is safe: events already applied are duplicates and change nothing.
     """
-    from services.replay import replay_file
+    from services.devkit.replay import replay_file
 
     settings = Settings()
     if bootstrap:

@@ -137,7 +137,7 @@ async def read_notices(bootstrap: str, since: dict) -> list[dict]:
     """kam.notices messages after `since` (partition -> offset), oldest first."""
     from aiokafka import AIOKafkaConsumer
 
-    from services.scenario_runner import end_offsets
+    from services.devkit.scenario_runner import end_offsets
 
     ends = await end_offsets(bootstrap, ("kam.notices",))
     wanted = {tp: end for tp, end in ends.items() if end > since.get(tp, 0)}
@@ -162,7 +162,7 @@ async def read_notices(bootstrap: str, since: dict) -> list[dict]:
 
 
 async def run_one(scenario: dict, places: DemoPlaces):
-    from services.scenario_runner import end_offsets, run_scenario_live
+    from services.devkit.scenario_runner import end_offsets, run_scenario_live
 
     url = places.store_url(scenario["name"])
     path = places.stores / f"{scenario['name']}.db"
@@ -227,7 +227,7 @@ def run_demo(console: Console, *, port: int = DEMO_PORT, data_dir: Path = DEMO_D
     """Run every bundled scenario and show the outputs; returns how many differed from their expectation."""
     import logging
 
-    from services.broker import start_broker, stop_broker
+    from services.devkit.broker import start_broker, stop_broker
     from services.scenarios import bundled_scenarios, normalised_expectation
 
     began = time.monotonic()

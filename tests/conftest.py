@@ -14,7 +14,7 @@ import pytest
 
 # =============================================================================
 # Platform: real Apache Kafka and PostgreSQL for the test session
-# (owner: "Platform" issue; services/broker.py, tests/support/postgres.py).
+# (owner: "Platform" issue; services/devkit/broker.py, tests/support/postgres.py).
 #
 #   kafka_broker     session  KafkaBroker(bootstrap, port, data_dir) — data_dir None when external
 #   kafka_bootstrap  session  "127.0.0.1:<port>": $ONEVOICE_KAFKA_BOOTSTRAP if reachable, else a
@@ -65,7 +65,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
         yield KafkaBroker(bootstrap=external, port=port, data_dir=None)
         return
 
-    from services.broker import start_broker, stop_broker
+    from services.devkit.broker import start_broker, stop_broker
 
     data_dir = tmp_path_factory.mktemp("kafka")
     port = _free_port()

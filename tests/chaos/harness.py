@@ -38,7 +38,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from schemas.registry import INPUT_TOPICS
 from services.devkit.workload import generate
-from services.scenario_runner import OUTPUT_TOPICS, end_offsets, group_caught_up, read_outputs, start_group_at
+from services.devkit.scenario_runner import OUTPUT_TOPICS, end_offsets, group_caught_up, read_outputs, start_group_at
 from tests.support.postgres import PostgresCluster
 from tests.support.service_process import ServiceProcess
 

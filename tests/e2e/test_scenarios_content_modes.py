@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from services.scenario_runner import run_scenario_live
+from services.devkit.scenario_runner import run_scenario_live
 from services.scenarios import bundled_scenarios, normalised_expectation
 
 SCENARIOS = {s["name"]: s for s in bundled_scenarios()}
@@ -15,7 +15,7 @@ SCENARIOS = {s["name"]: s for s in bundled_scenarios()}
 
 def _events_sent_by_the_sdk(scenario: dict) -> int:
     """Every message of the scenario the SDK can carry: valid envelopes, and one decision per decide step."""
-    from services.scenario_runner import _is_cloud_event
+    from services.devkit.scenario_runner import _is_cloud_event
 
     entries = [e for step in scenario["steps"] for e in step.get("publish", [])]
     return (sum(1 for e in entries if "raw" not in e and _is_cloud_event(e["value"]))
@@ -45,7 +45,7 @@ async def test_scenario_with_content_modes_mixed_at_random(name, kafka_bootstrap
 
 
 def test_the_mixed_draws_use_both_modes_over_the_scenarios():
-    from services.scenario_runner import ScenarioPublisher
+    from services.devkit.scenario_runner import ScenarioPublisher
 
     totals = {"sdk binary": 0, "sdk structured": 0}
     for name, scenario in SCENARIOS.items():

@@ -25,8 +25,8 @@ from sqlalchemy import create_engine, text
 from consumers.topics import ensure_topics
 from schemas.registry import INPUT_TOPICS
 from services import kafka_clients
-from services.broker import start_broker, stop_broker
-from services.scenario_runner import OUTPUT_TOPICS, end_offsets, group_caught_up, read_outputs, start_group_at
+from services.devkit.broker import start_broker, stop_broker
+from services.devkit.scenario_runner import OUTPUT_TOPICS, end_offsets, group_caught_up, read_outputs, start_group_at
 from tests.faults.harness import (ControlledPostgres, cpu_seconds, free_port, log_lines_between, output_keys,
                                   wait_for, workload)
 from tests.support.service_process import ServiceProcess

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from services.scenario_runner import end_offsets, read_outputs, start_group_at, wait_until_caught_up
+from services.devkit.scenario_runner import end_offsets, read_outputs, start_group_at, wait_until_caught_up
 from schemas.registry import INPUT_TOPICS
 from consumers.topics import ensure_topics
 from services.scenarios import bundled_scenarios

@@ -30,7 +30,7 @@ from sqlalchemy import func, select, text
 from consumers.topics import ensure_topics
 from schemas.registry import INPUT_TOPICS
 from services.devkit.workload import generate
-from services.scenario_runner import OUTPUT_TOPICS, end_offsets, read_outputs, start_group_at, wait_until_caught_up
+from services.devkit.scenario_runner import OUTPUT_TOPICS, end_offsets, read_outputs, start_group_at, wait_until_caught_up
 from services.store import tables as t
 from services.store.db import make_engine
 from tests.integration.test_two_processes import (applied, dead_letters, instructions, notices, open_conflicts,

@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from services.broker import broker_status, start_broker, stop_broker
-from services.cli_broker import broker_app
+from services.devkit.broker import broker_status, start_broker, stop_broker
+from services.devkit.cli_broker import broker_app
 from tests.conftest import KafkaBroker
 
 
@@ -128,7 +128,7 @@ def test_second_broker_start_and_stop_via_cli(tmp_path: Path) -> None:
 
 @pytest.mark.kafka
 def test_port_taken_by_something_else_is_a_clear_error(tmp_path: Path) -> None:
-    from services.broker import BrokerError
+    from services.devkit.broker import BrokerError
 
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))

@@ -21,7 +21,7 @@ from schemas import decode_event
 from schemas.registry import INPUT_TOPICS
 from services import kafka_clients
 from services.inputs import decode_records
-from services.scenario_runner import end_offsets
+from services.devkit.scenario_runner import end_offsets
 from services.scenarios import bundled_scenarios
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from aiokafka.errors import TopicAuthorizationFailedError
 
-from services import broker_secure, kafka_clients
+from services import kafka_clients
+from services.devkit import broker_secure
 from services.config import Settings
-from services.scenario_runner import run_scenario_live
+from services.devkit.scenario_runner import run_scenario_live
 from services.scenarios import bundled_scenarios, normalised_expectation
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

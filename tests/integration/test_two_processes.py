@@ -38,7 +38,7 @@ from services.domain import CLOSED_STATUSES
 from services.inputs import InputRecord
 from services.processor import Processor
 from services.rules.agreements import CONFLICT_RULES
-from services.scenario_runner import OUTPUT_TOPICS, end_offsets, read_outputs, start_group_at, wait_until_caught_up
+from services.devkit.scenario_runner import OUTPUT_TOPICS, end_offsets, read_outputs, start_group_at, wait_until_caught_up
 from services.store import tables as t
 from services.store.db import create_tables, make_engine
 from tests.chaos.harness import junk

@@ -11,7 +11,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import select
 
 from services.config import Settings
-from services.notify import policy
 from services.notify.service import Notifier
 from services.notify.tables import notify_deliveries
 from services.store import tables as t

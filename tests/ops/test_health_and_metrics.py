@@ -9,7 +9,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.broker import start_broker, stop_broker
+from services.devkit.broker import start_broker, stop_broker
 from tests.ops.support import (StoppablePostgres, free_port, get, publish, scenario_messages, service_env,
                                wait_for)
 from tests.support.service_process import ServiceProcess

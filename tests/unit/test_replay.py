@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from schemas import decode_event
 from services.cli import ContentMode, app
-from services.replay import REPLAY_MODES, LineProblem, binary_message, prepare_line, replay_file
+from services.devkit.replay import REPLAY_MODES, LineProblem, binary_message, prepare_line, replay_file
 
 from .schema_samples import encode, envelope, event_with
 

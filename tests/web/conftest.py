@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 
 from consumers.topics import ensure_topics
 from schemas.registry import INPUT_TOPICS
-from services.scenario_runner import OUTPUT_TOPICS, end_offsets, read_outputs, start_group_at, wait_until_caught_up
+from services.devkit.scenario_runner import OUTPUT_TOPICS, end_offsets, read_outputs, start_group_at, wait_until_caught_up
 from services.scenarios import message_bytes
 from tests.support.databases import fresh_postgres_database
 from tests.support.service_process import REPO_ROOT, ServiceProcess

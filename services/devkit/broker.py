@@ -19,7 +19,7 @@ Layout (defaults relative to the current directory):
   the cache root ``.onevoice/cache``)
 * data:  ``.onevoice/kafka-<port>/`` holding ``server.properties``,
   ``log4j2.properties``, ``broker.log``, ``broker.out``, ``broker.pid``, ``logs/``
-  (and, with ``secure=True``, ``secure/``: CA, broker key store, passwords; services/broker_secure.py)
+  (and, with ``secure=True``, ``secure/``: CA, broker key store, passwords; services/devkit/broker_secure.py)
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ BROKER_LOG = "broker.log"
 BROKER_OUT = "broker.out"
 
 _POM = f"""<?xml version="1.0" encoding="UTF-8"?>
-<!-- Written by onevoice (services/broker.py): the jars of a local Apache Kafka broker. -->
+<!-- Written by onevoice (services/devkit/broker.py): the jars of a local Apache Kafka broker. -->
 <project xmlns="http://maven.apache.org/POM/4.0.0"
          xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
          xsi:schemaLocation="http://maven.apache.org/POM/4.0.0 http://maven.apache.org/xsd/maven-4.0.0.xsd">
@@ -92,7 +92,7 @@ _POM = f"""<?xml version="1.0" encoding="UTF-8"?>
 """
 
 _LOG4J2 = """\
-# Written by onevoice (services/broker.py): broker logs go to {log}
+# Written by onevoice (services/devkit/broker.py): broker logs go to {log}
 status = warn
 name = onevoice-broker
 shutdownHook = disable
@@ -350,7 +350,7 @@ async def _metadata_probe(bootstrap: str, options: dict | None = None) -> bool:
 def _metadata_ok(bootstrap: str, data_dir: Path | None = None) -> bool:
     """One metadata round trip (as `admin` on a secure broker); runs in its own thread + loop so callers
     may already be inside asyncio."""
-    from services import broker_secure
+    from services.devkit import broker_secure
 
     def probe() -> bool:
         options = (broker_secure.aiokafka_options(data_dir, "admin")
@@ -434,10 +434,10 @@ def _write_config(data_dir: Path, port: int, secure: bool = False) -> Path:
         "num.io.threads": "4",
     }
     if secure:
-        from services import broker_secure
+        from services.devkit import broker_secure
 
         props.update(broker_secure.broker_properties(data_dir, HOST, port, controller_port))
-    body = "# Written by onevoice (services/broker.py) on each start.\n"
+    body = "# Written by onevoice (services/devkit/broker.py) on each start.\n"
     body += "".join(f"{k}={v}\n" for k, v in props.items())
     fd = os.open(props_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a secure broker's holds passwords
     with os.fdopen(fd, "w") as fh:
@@ -472,7 +472,7 @@ def _format_storage(java: str, libs: Path, data_dir: Path, props_path: Path, ext
 
 
 def _passwords(data_dir: Path) -> list[str]:
-    from services import broker_secure
+    from services.devkit import broker_secure
 
     return list(broker_secure.credentials(data_dir).values()) if broker_secure.is_secure(data_dir) else []
 
@@ -483,9 +483,9 @@ def start_broker(port: int = 9092, data_dir: Path | None = None, *, quiet: bool 
     A no-op when the broker of ``data_dir`` (default ``./.onevoice/kafka-<port>``) already runs.
     Returns once the broker answers a metadata request; raises :class:`BrokerError` (with the tail
     of the broker log) when it does not within 60 s. ``secure``: SASL_SSL with SCRAM users and ACLs
-    (services/broker_secure.py; ``broker_secure.client_environment`` gives a principal's settings).
+    (services/devkit/broker_secure.py; ``broker_secure.client_environment`` gives a principal's settings).
     """
-    from services import broker_secure
+    from services.devkit import broker_secure
 
     data_dir = _resolve_data_dir(data_dir, port)
     data_dir.mkdir(parents=True, exist_ok=True)

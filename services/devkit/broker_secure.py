@@ -99,7 +99,7 @@ def credentials(data_dir: Path) -> dict[str, str]:
 def _run(cmd: list[str], what: str, cwd: Path) -> None:
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
-        from services.broker import BrokerError
+        from services.devkit.broker import BrokerError
 
         raise BrokerError(f"{what} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-800:]}")
 
@@ -115,7 +115,7 @@ def ensure_certificates(data_dir: Path, store_password: str) -> None:
         return
     openssl, keytool = shutil.which("openssl"), shutil.which("keytool")
     if not openssl or not keytool:
-        from services.broker import BrokerError
+        from services.devkit.broker import BrokerError
 
         raise BrokerError("--secure needs `openssl` and `keytool` (Java) on PATH to make the certificates.")
     d.mkdir(parents=True, exist_ok=True)
@@ -212,7 +212,7 @@ def aiokafka_options(data_dir: Path, principal: str) -> dict:
 
 def _tools_pom(version: str) -> str:
     return f"""<?xml version="1.0" encoding="UTF-8"?>
-<!-- Written by onevoice (services/broker_secure.py): Kafka AclCommand, for a secure local broker. -->
+<!-- Written by onevoice (services/devkit/broker_secure.py): Kafka AclCommand, for a secure local broker. -->
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>local.onevoice</groupId>
@@ -225,7 +225,7 @@ def _tools_pom(version: str) -> str:
 
 def ensure_tools_jar(cache_dir: Path, version: str) -> Path:
     """`org.apache.kafka:kafka-tools:<version>` (AclCommand; the broker jars bring its dependencies)."""
-    from services.broker import BrokerError, _file_lock
+    from services.devkit.broker import BrokerError, _file_lock
 
     target = cache_dir / KAFKA_TOOLS
     jar = target / f"kafka-tools-{version}.jar"
@@ -273,7 +273,7 @@ def _spec_digest() -> str:
 
 def ensure_acls(java: str, libs: Path, tools: Path, data_dir: Path, bootstrap: str) -> None:
     """Create the ACLs of `PRINCIPALS` once per data directory (again when the table changes)."""
-    from services.broker import BrokerError
+    from services.devkit.broker import BrokerError
 
     marker = secure_dir(data_dir) / ACLS_MARKER
     if marker.exists() and marker.read_text().strip() == _spec_digest():

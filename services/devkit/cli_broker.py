@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from services.broker import BrokerError, broker_status, default_data_dir, start_broker, stop_broker
+from services.devkit.broker import BrokerError, broker_status, default_data_dir, start_broker, stop_broker
 
 broker_app = typer.Typer(
     name="broker",
@@ -61,7 +61,7 @@ def start(
         raise typer.Exit(1) from exc
     typer.echo(address)
     if secure:
-        from services import broker_secure
+        from services.devkit import broker_secure
 
         where = broker_status(data_dir, port).data_dir
         for principal in broker_secure.PRINCIPALS:
