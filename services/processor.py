@@ -7,9 +7,9 @@ write every resulting alert, instruction, notice and dead letter to the outbox. 
 commits does the consumer commit its Kafka offsets, so an input is either fully applied or
 redelivered and recognised.
 
-A key account touched by an event is judged before the next event that touches it is applied
-(and at the end of the batch), so every output is the one the events would cause one by one,
-wherever the batch boundaries fell.
+Events are applied in waves: no two events of a wave touch the same conflicts of a key account,
+and a wave's key accounts are judged at its end, before any later event that touches them. So
+every output is the one the events would cause one by one, wherever the batch boundaries fell.
 """
 
 from __future__ import annotations
