@@ -56,7 +56,6 @@ class Batch:
     dirty: dict[str, str] = field(default_factory=dict)  # key account -> the event that last changed it
     # key account -> agreement (or promotion) changed, if only those -> (order, the event that changed it)
     changed: dict[str, dict[str, tuple[int, str]]] = field(default_factory=dict)
-    families: dict[str, set[str]] = field(default_factory=dict)  # key account -> conflict families changed
     touches: int = 0  # orders the changes of `changed`
     whole: set[str] = field(default_factory=set)  # key accounts to judge whole (team, hierarchy, promotion)
     reread: set[str] = field(default_factory=set)  # key accounts whose accounts changed in this transaction
@@ -78,17 +77,16 @@ class Batch:
             self.whole.add(root_id)
             self.reread.add(root_id)
 
-    def touch_agreement(self, root_id: str | None, caused_by: str, agreement_id: str, families: set[str]) -> None:
+    def touch_agreement(self, root_id: str | None, caused_by: str, agreement_id: str) -> None:
         """Only this agreement (or promotion) changed: judge the conflicts it can take part in.
 
-        `families` (services/rules/agreements.conflict_families) say which: events of one key account
-        whose families differ cannot change each other's conflicts and are judged together.
+        Several events of one key account may share a wave when their conflict families differ
+        (services/handlers.ORDERING_KEYS); each finding is then owed to its own event (`cause`).
         """
         if root_id is not None:
             self.dirty[root_id] = caused_by
             self.touches += 1
             self.changed.setdefault(root_id, {})[agreement_id] = (self.touches, caused_by)
-            self.families.setdefault(root_id, set()).update(families)
 
     def cause(self, root: str, evidence) -> str:
         """The event a finding or alert of this key account is owed to: the last to change its evidence."""
@@ -102,7 +100,6 @@ class Batch:
         """Every key account touched so far has been judged."""
         self.dirty.clear()
         self.changed.clear()
-        self.families.clear()
         self.whole.clear()
 
     # -- alerts -----------------------------------------------------------------------------

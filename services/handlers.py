@@ -147,10 +147,9 @@ def on_agreement(batch: Batch, settings: Settings, record: InputRecord, event: E
     repo.put(t.agreements, values)
     if repo.account(data.account_id) is None:
         batch.result.unknown_accounts += 1
-    families = conflict_families(values) | (conflict_families(previous) if previous is not None else set())
-    batch.touch_agreement(repo.root_of(data.account_id), ref(event), data.agreement_id, families)
+    batch.touch_agreement(repo.root_of(data.account_id), ref(event), data.agreement_id)
     if previous is not None:
-        batch.touch_agreement(repo.root_of(previous["account_id"]), ref(event), data.agreement_id, families)
+        batch.touch_agreement(repo.root_of(previous["account_id"]), ref(event), data.agreement_id)
     key_account = repo.key_account_of(data.account_id)
     if key_account is not None:
         team = repo.teams([key_account.account_id])[key_account.account_id]
@@ -169,8 +168,7 @@ def on_agreement_withdrawn(batch: Batch, settings: Settings, record: InputRecord
     values.update(agreement_id=data.agreement_id, version=data.version, kind="withdrawal")
     repo.put(t.agreements, values)
     if previous is not None:
-        batch.touch_agreement(repo.root_of(previous["account_id"]), ref(event), data.agreement_id,
-                              conflict_families(values))
+        batch.touch_agreement(repo.root_of(previous["account_id"]), ref(event), data.agreement_id)
 
 
 def on_promotion_launched(batch: Batch, settings: Settings, record: InputRecord, event: Event) -> None:
@@ -182,9 +180,8 @@ def on_promotion_launched(batch: Batch, settings: Settings, record: InputRecord,
         promotion_id=data.promotion_id, country=data.country, product_id=data.product_id, price=str(data.price),
         currency=data.currency, valid_from=_day(data.valid_from), valid_to=_day(data.valid_to),
         audience=data.audience, launched_by=data.launched_by, event_time=stamp[0], event_id=stamp[1]))
-    families = _promotion_families(data.__dict__, old)
     for root in _undercut_roots(repo, event, old):
-        batch.touch_agreement(root, ref(event), data.promotion_id, families)
+        batch.touch_agreement(root, ref(event), data.promotion_id)
 
 
 def _promotion_families(terms: dict, old: dict | None) -> set[str]:
