@@ -122,46 +122,110 @@ class KeyAccountReads:
                            changed: dict[str, set[str]] | None = None) -> dict[str, KeyAccountState]:
         """The accounts, agreements and conflict alerts (of `rules`) of each key account, as of now.
 
-        From the process cache where the key's version proved it current, with this transaction's
-        own writes laid over it; the others (and every root in `reread`, whose accounts changed)
-        are read in a few bulk queries and cached when the transaction commits. A key account met
-        for the first time where only some agreements changed (`changed`: root -> their ids) is
-        read only as far as those can conflict, and not cached: in a large store most key accounts
-        are touched rarely, and reading all of their agreements would cost more than it saves.
+        A key account read earlier in this transaction is served live: `follow_write` keeps it current
+        with every write since. One met for the first time comes from the process cache where its
+        version proved it current, with this transaction's writes laid over once; the others (and
+        every root in `reread`, whose accounts changed) are read in a few bulk queries and cached when
+        the transaction commits. A key account met for the first time where only some agreements
+        changed (`changed`: root -> their ids) is read only as far as those can conflict, and not
+        kept: in a large store most key accounts are touched rarely, and reading all of their
+        agreements would cost more than it saves. The caller must not change the states.
         """
         changed = changed or {}
-        rules = sorted(set(rules))
-        roots = sorted(set(roots))
+        rules = frozenset(rules)
+        self._state_rules = rules
         cache = self._key_cache
-        if cache is not None and cache.rules != frozenset(rules):
+        if cache is not None and cache.rules != rules:
             cache.states.clear()
-            cache.rules = frozenset(rules)
+            cache.rules = rules
         states: dict[str, KeyAccountState] = {}
+        caught_up: dict[str, KeyAccountState] = {}
         missing = []
-        for root in roots:
-            cached = cache.get(root) if cache is not None and root in self._valid_keys and root not in reread else None
-            if cached is None and root not in reread:
-                # read earlier in this transaction (a batch judges in several rounds): its writes are laid over
-                cached = self._states_read.get(root)
-            if cached is None:
+        for root in sorted(set(roots)):
+            if root in reread:
                 missing.append(root)
+            elif (live := self._states_read.get(root)) is not None:
+                states[root] = live
+            elif cache is not None and root in self._valid_keys and (cached := cache.get(root)) is not None:
+                caught_up[root] = cached.copy()
             else:
-                states[root] = cached.copy()
+                missing.append(root)
+        self._catch_up(caught_up)
         first_met = [root for root in missing if root in changed and root not in reread and cache is not None
                      and not cache.met_before(root)]
-        self._overlay_writes(states, rules)
         if missing:
             self.flush(t.accounts, t.agreements, t.promotions, t.alerts, t.alert_evidence)
         full = self._read_states(sorted(set(missing) - set(first_met)), rules)
+        partial = self._read_states(first_met, rules, sorted({i for root in first_met for i in changed[root]}))
+        known = self._rows["alerts"]
+        for fresh in (caught_up, full, partial):
+            for state in fresh.values():
+                for alert_id, row in state.alerts.items():
+                    if known.get((alert_id,)) is None:
+                        known[(alert_id,)] = row
+        self._states_read.update(caught_up)
+        self._states_read.update(full)
+        states.update(caught_up)
         states.update(full)
-        states.update(self._read_states(first_met, rules, sorted({i for root in first_met for i in changed[root]})))
-        for state in states.values():
-            known = self._rows["alerts"]
-            for alert_id, row in state.alerts.items():
-                if known.get((alert_id,)) is None:
-                    known[(alert_id,)] = row
-        self._states_read.update({root: state for root, state in states.items() if root not in first_met})
+        states.update(partial)
         return states
+
+    def follow_write(self, table_name: str, previous: dict | None, row: dict) -> None:
+        """Keep the states this transaction read current with a write to agreements or alerts (from `put`)."""
+        live = self._states_read
+        if table_name == "agreements":
+            agreement_id = row["agreement_id"]
+            root = self._known_root(row["account_id"])
+            was = self._written_roots.get(agreement_id)
+            if was is not None and was != root:
+                self._written_by_root[was].discard(agreement_id)
+            self._written_roots[agreement_id] = root
+            self._written_by_root[root].add(agreement_id)
+            if previous is not None and previous["account_id"] != row["account_id"]:
+                before = self._known_root(previous["account_id"])
+                if before != root and before in live:
+                    live[before].agreements.pop(agreement_id, None)
+            if root in live:
+                live[root].agreements[agreement_id] = self._as_agreement(row)
+            return
+        root = row["key_account_id"]
+        self._written_alerts_by_root[root].add(row["alert_id"])
+        state = live.get(root)
+        if state is None or row["rule"] not in self._state_rules:
+            return
+        if is_open(row) or row["closed_by_decision"]:
+            state.alerts[row["alert_id"]] = row
+        else:
+            state.alerts.pop(row["alert_id"], None)
+
+    def _catch_up(self, states: dict[str, KeyAccountState]) -> None:
+        """Lay this transaction's agreement and conflict-alert writes over copies of cached states.
+
+        Cached states are of key accounts whose accounts this transaction did not change (those are
+        read again), so an agreement's key account when it was written is its key account now.
+        """
+        if not states:
+            return
+        written = self._written.get("agreements", {})
+        alerts = self._written.get("alerts", {})
+        for root, state in states.items():
+            if written:
+                if len(state.agreements) < len(written):
+                    moved = [i for i in state.agreements if (i,) in written and self._written_roots.get(i) != root]
+                else:
+                    moved = [i for (i,) in written if i in state.agreements and self._written_roots.get(i) != root]
+                for agreement_id in moved:
+                    del state.agreements[agreement_id]
+                for agreement_id in self._written_by_root.get(root, ()):
+                    state.agreements[agreement_id] = self._as_agreement(written[(agreement_id,)])
+            for alert_id in self._written_alerts_by_root.get(root, ()):
+                row = alerts[(alert_id,)]
+                if row["rule"] not in self._state_rules:
+                    continue
+                if is_open(row) or row["closed_by_decision"]:
+                    state.alerts[alert_id] = row
+                else:
+                    state.alerts.pop(alert_id, None)
 
     def _read_states(self, roots: list[str], rules: list[str],
                      related_to: list[str] | None = None) -> dict[str, KeyAccountState]:
@@ -201,12 +265,6 @@ class KeyAccountReads:
             for mapping in self._remember_alerts(r._mapping for r in self.conn.execute(alerts)):
                 states[mapping["key_account_id"]].alerts[mapping["alert_id"]] = mapping
         return states
-
-    def _overlay_writes(self, states: dict[str, KeyAccountState], rules: Iterable[str]) -> None:
-        """Lay this transaction's agreement and conflict-alert writes over (copies of) cached states."""
-        if states:
-            index = self._key_cache.agreement_root if self._key_cache is not None else {}
-            self._lay_writes(states, set(rules), self._written_agreement_roots(), index, update_index=False)
 
     def _written_agreement_roots(self) -> dict[str, str | None]:
         """The key account of every agreement this transaction wrote (None if its account is unknown)."""

@@ -53,7 +53,11 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         self._bumped: dict[str, int] = {}
         self._bumping = Later(rows=[])  # the new versions of `bump_keys`, read after the write pipeline
         self._written: dict[str, dict[tuple, dict]] = defaultdict(dict)
-        self._states_read: dict[str, KeyAccountState] = {}
+        self._states_read: dict[str, KeyAccountState] = {}  # live: `follow_write` keeps them current
+        self._state_rules: frozenset[str] = frozenset()  # the alert rules the states keep
+        self._written_roots: dict[str, str | None] = {}  # agreement id -> its key account when written
+        self._written_by_root: dict[str | None, set[str]] = defaultdict(set)
+        self._written_alerts_by_root: dict[str, set[str]] = defaultdict(set)
         self._accounts_built: dict[str, tuple[dict, Account]] = {}
         self._agreements_built: dict[str, tuple[dict, Agreement]] = {}
         self._agreement_roots: dict[str, str | None] = {}
@@ -113,12 +117,15 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
 
     def put(self, table: Table, row: dict) -> None:
         key = tuple(row[n] for n in KEYS[table.name])
+        previous = self._rows[table.name].get(key)
         self._rows[table.name][key] = row
         self._pending[table.name][key] = row
         self._written[table.name][key] = row
         if table is t.alerts:
             self._alerts_by_ref[(row["rule"], row["ref_id"])].add(row["alert_id"])
+            self.follow_write("alerts", previous, row)
         elif table is t.agreements:
+            self.follow_write("agreements", previous, row)
             if row["kind"] == "price" and row["scope"] == "global" and self._undercut:
                 # A promotion of this product launched later in the batch may undercut this key account.
                 # Counted in every country: one it has no account in only costs a judging that finds nothing.
