@@ -306,6 +306,9 @@ def _decision_roots(repo: StateRepository, event: Event) -> set[str] | None:
 
 # -- what an event must stay ordered with, known before the batch is applied ------------------
 
+OrderingKey = tuple[str, str]  # (name, use): see ORDERING_KEYS
+
+
 class RootsAhead:
     """The roots accounts will have once the batch's earlier account upserts are applied.
 
@@ -359,32 +362,33 @@ class RootsAhead:
         return self.repo.key_accounts_undercut_in(country, product_id) | self.priced[product_id] | self.in_country[country]
 
 
-def _ka(*roots: str | None, families: set[str] | None = None, read: bool = False) -> set[str]:
-    """Ordering keys of key accounts: whole ("ka:R"), some conflict families ("ka:R/f") or master data read ("ka:R@r")."""
+def _ka(*roots: str | None, families: set[str] | None = None, read: bool = False) -> set[OrderingKey]:
+    """Ordering keys of key accounts: whole ("ka:R", "x"), some conflict families ("ka:R", "/f") or master
+    data read ("ka:R", "r")."""
     roots = [root for root in roots if root is not None]
     if read:
-        return {f"ka:{root}@r" for root in roots}
+        return {("ka:" + root, "r") for root in roots}
     if families is None:
-        return {f"ka:{root}" for root in roots}
-    return {f"ka:{root}/{family}" for root in roots for family in families}
+        return {("ka:" + root, "x") for root in roots}
+    return {("ka:" + root, "/" + family) for root in roots for family in families}
 
 
-def _ordering_of_account(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
+def _ordering_of_account(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[OrderingKey]:
     data = event.data
     current = repo.get(t.accounts, data.account_id)
     roots = ahead.upsert(data.account_id, data.parent_id)
     ahead.in_country[data.country].add(ahead.root_of(data.account_id))
-    keys = _ka(*roots) | {f"country:{data.country}@w"}
+    keys = _ka(*roots) | {("country:" + data.country, "w")}
     if current is not None:
-        keys.add(f"country:{current['country']}@w")  # the key accounts a promotion there may undercut change
+        keys.add(("country:" + current["country"], "w"))  # the key accounts a promotion there may undercut change
     return keys
 
 
-def _ordering_of_team(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
+def _ordering_of_team(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[OrderingKey]:
     return _ka(ahead.root_of(event.data.account_id))
 
 
-def _ordering_of_agreement(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
+def _ordering_of_agreement(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[OrderingKey]:
     data = event.data
     fields = data.__dict__  # a missing attribute of a pydantic model costs an exception: read the fields
     account_id = fields.get("account_id")
@@ -394,10 +398,11 @@ def _ordering_of_agreement(repo: StateRepository, ahead: RootsAhead, event: Even
     roots = {ahead.root_of(account_id)}
     if previous is not None:
         roots.add(ahead.root_of(previous["account_id"]))
-    keys = {f"agreement:{data.agreement_id}"} | _ka(*roots, families=families)
+    keys = _ka(*roots, families=families)
+    keys.add(("agreement:" + data.agreement_id, "x"))
     for row in (fields, previous or {}):  # a global price, new or replaced: promotions of its product see it
         if row.get("scope") == "global" and row.get("product_id"):
-            keys.add(f"product:{row['product_id']}@w")
+            keys.add(("product:" + row["product_id"], "w"))
     if account_id is not None:  # a withdrawal keeps the terms of the version it ends
         ahead.agreements[data.agreement_id] = {name: fields.get(name) for name in (
             "agreement_id", "account_id", "scope", "product_id", "service_id", "contract_type")}
@@ -406,28 +411,30 @@ def _ordering_of_agreement(repo: StateRepository, ahead: RootsAhead, event: Even
     return keys
 
 
-def _ordering_of_promotion(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
+def _ordering_of_promotion(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[OrderingKey]:
     data = event.data
     old = ahead.promotions.get(data.promotion_id) or repo.get(t.promotions, data.promotion_id)
     ahead.promotions[data.promotion_id] = {"promotion_id": data.promotion_id, "country": data.country,
                                            "product_id": data.product_id}
-    keys = {f"promotion:{data.promotion_id}", f"product:{data.product_id}@r", f"country:{data.country}@r"}
+    keys = {("promotion:" + data.promotion_id, "x"), ("product:" + data.product_id, "r"),
+            ("country:" + data.country, "r")}
     roots = ahead.undercut(data.country, data.product_id)
     if old is not None:
-        keys.update((f"product:{old['product_id']}@r", f"country:{old['country']}@r"))
+        keys.update((("product:" + old["product_id"], "r"), ("country:" + old["country"], "r")))
         roots |= ahead.undercut(old["country"], old["product_id"])
     return keys | _ka(*roots, families=_promotion_families(data.__dict__, old))
 
 
-def _ordering_of_dunning(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
-    return {f"dunning:{event.data.dunning_id}"} | _ka(ahead.root_of(event.data.account_id), read=True)
+def _ordering_of_dunning(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[OrderingKey]:
+    return {("dunning:" + event.data.dunning_id, "x")} | _ka(ahead.root_of(event.data.account_id), read=True)
 
 
-def _ordering_of_shortage(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str]:
-    return {f"item:{event.data.item_id}"} | _ka(*(ahead.root_of(o.account_id) for o in event.data.orders), read=True)
+def _ordering_of_shortage(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[OrderingKey]:
+    return {("item:" + event.data.item_id, "x")} | _ka(*(ahead.root_of(o.account_id) for o in event.data.orders),
+                                                       read=True)
 
 
-def _ordering_of_decision(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[str] | None:
+def _ordering_of_decision(repo: StateRepository, ahead: RootsAhead, event: Event) -> set[OrderingKey] | None:
     roots = _decision_roots(repo, event)
     return None if roots is None else _ka(*roots)
 
@@ -435,11 +442,13 @@ def _ordering_of_decision(repo: StateRepository, ahead: RootsAhead, event: Event
 #: What each event reads or writes that another event of the batch may too (key accounts, agreements,
 #: products, countries, items, references). Events that share none commute, so the processor may
 #: apply them in waves — each wave's key accounts judged once — and still produce what the events
-#: would one at a time in their order. A key ending in "@w" (a global price of a product, an account
-#: in a country) conflicts only with the same key ending in "@r" (a promotion reading which key
-#: accounts that makes), and the other way round: global prices of one product for different key
-#: accounts commute. None: stay in place (after all before, before all after).
-ORDERING_KEYS: dict[str, Callable[[StateRepository, RootsAhead, Event], set[str] | None]] = {
+#: would one at a time in their order. A key is a (name, use) pair. Use "x" conflicts with every use
+#: of the name; "w" (a global price of a product, an account in a country) only with "r" (a promotion
+#: reading which key accounts that makes) and the other way round: global prices of one product for
+#: different key accounts commute. A key account's conflict family "/f" conflicts with "x" and the
+#: same family; its master-data read "r" with "x" only. None: stay in place (after all before, before
+#: all after).
+ORDERING_KEYS: dict[str, Callable[[StateRepository, RootsAhead, Event], set[OrderingKey] | None]] = {
     "account.upserted": _ordering_of_account,
     "team.member_assigned": _ordering_of_team,
     "team.member_removed": _ordering_of_team,

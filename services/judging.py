@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
@@ -18,7 +17,8 @@ from services.batch import Batch
 from services.domain import CLOSED_STATUSES, Finding, KeyAccountView
 from services.rules.agreements import CONFLICT_RULES, evaluate_key_account
 from services.store.bulk import pipelined
-from services.store.state import EVENT_STATE_TABLES, related_agreements
+from services.store.rows import evidence_ids
+from services.store.state import EVENT_STATE_TABLES, related_terms_by_root
 
 
 def judge_key_accounts(batch: Batch, fallback: str, lock: Callable[[Batch, set[str]], bool]) -> None:
@@ -35,7 +35,7 @@ def judge_key_accounts(batch: Batch, fallback: str, lock: Callable[[Batch, set[s
         repo.forget_all()
     roots = sorted(batch.dirty)
     partial = {root: set(ids) for root, ids in batch.changed.items() if root not in batch.whole}
-    related = related_agreements(repo, partial)
+    related = related_terms_by_root(repo, partial)
     # Cached states know nothing of this transaction's account changes, however long ago it judged them
     states = repo.key_account_states(roots, batch.reread, CONFLICT_RULES, partial)
     teams = repo.teams(roots)
@@ -43,9 +43,7 @@ def judge_key_accounts(batch: Batch, fallback: str, lock: Callable[[Batch, set[s
     pairs = set()
     for root in roots:
         state = states[root]
-        agreements = list(state.agreements.values())
-        if root in partial:
-            agreements = related(root, agreements)
+        agreements = state.related(*related[root]) if root in partial else list(state.agreements.values())
         agreements_by_root[root] = agreements
         products = {a.product_id for a in agreements if a.kind == "price" and a.scope == "global"}
         pairs.update((a.country, p) for a in state.accounts.values() for p in products)
@@ -66,11 +64,12 @@ def judge_key_accounts(batch: Batch, fallback: str, lock: Callable[[Batch, set[s
                 promotions = tuple(p for country in countries for p in promotions_by_country.get(country, ()))
                 view = KeyAccountView(key_account, members, teams[root], tuple(agreements_by_root[root]), promotions)
                 findings = evaluate_key_account(view, today, fallback)
-            alerts = list(states[root].alerts.values())
             if root in partial:
                 ids = partial[root]
                 findings = [f for f in findings if ids.intersection(f.evidence)]
-                alerts = [a for a in alerts if not ids.isdisjoint(evidence_ids(a["evidence"]))]
+                alerts = states[root].alerts_about(ids)
+            else:
+                alerts = list(states[root].alerts.values())
             reconcile(batch, alerts, findings, functools.partial(batch.cause, root))
     batch.judged()
 
@@ -95,9 +94,3 @@ def reconcile(batch: Batch, existing: list[dict], findings: list[Finding], cause
     for fingerprint, alert in open_by_fingerprint.items():
         if fingerprint not in holding:
             batch.change_status(alert, "resolved", cause(evidence_ids(alert["evidence"])))
-
-
-@functools.lru_cache(maxsize=65536)
-def evidence_ids(evidence: str) -> frozenset[str]:
-    """The ids in an alert's stored evidence (a JSON list); parsed once per distinct text."""
-    return frozenset(json.loads(evidence))

@@ -359,52 +359,42 @@ class Processor:
 
 
 def _waves(repo: StateRepository, events: list[tuple[InputRecord, Event]]) -> list[list[tuple[InputRecord, Event]]]:
-    """The events in waves: each after every earlier event it conflicts with on an ordering key (`ORDERING_KEYS`).
-
-    A plain key conflicts with every use of it; "k@w" only with "k@r" and the other way round. A key
-    account's whole key "ka:R" conflicts with all of R's keys, a family "ka:R/f" with the whole and
-    the same family, a master-data read "ka:R@r" with the whole only.
-    """
-    last: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    """The events in waves: each after every earlier event it conflicts with on an ordering key (`ORDERING_KEYS`)."""
+    last: dict[str, defaultdict[str, int]] = {}  # key name -> use -> the last wave using it so ("*": any use)
     floor = highest = 0  # an event without keys (None) stands alone: after all before it, before all after it
     waves: dict[int, list] = defaultdict(list)
     ahead = RootsAhead(repo)
     for record, event in events:
         keys = None if ahead.lost else ORDERING_KEYS[event.type](repo, ahead, event)
-        if ahead.lost:  # this event moved a subtree (or one before it did): from here on, one by one
-            keys = None
-        if keys is None:
+        if keys is None or ahead.lost:  # this event moved a subtree (or one before it did): from here on, one by one
             wave = floor = highest + 1
         else:
-            uses = [_use(key) for key in keys]
-            wave = max([floor, *(_after(last[key], side) for key, side in uses)]) + 1
-            for key, side in uses:
-                seen = last[key]
-                seen[side] = max(seen[side], wave)
-                if side.startswith("/"):
-                    seen["/"] = max(seen["/"], wave)  # any family
+            wave = floor
+            for name, use in keys:
+                if (seen := last.get(name)) is not None:
+                    wave = max(wave, _after(seen, use))
+            wave += 1
+            for name, use in keys:
+                if (seen := last.get(name)) is None:
+                    seen = last[name] = defaultdict(int)
+                if seen[use] < wave:
+                    seen[use] = wave
+                if seen["*"] < wave:
+                    seen["*"] = wave
         highest = max(highest, wave)
         waves[wave].append((record, event))
     return [waves[w] for w in sorted(waves)]
 
 
-def _use(key: str) -> tuple[str, str]:
-    """("product:P", "w") for "product:P@w", ("ka:R", "/f") for "ka:R/f", ("k", "x") for a plain key."""
-    if key[-2:] in ("@r", "@w"):
-        return key[:-2], key[-1]
-    if key.startswith("ka:") and "/" in key:
-        root, _, family = key.partition("/")
-        return root, "/" + family
-    return key, "x"
-
-
-def _after(seen: dict[str, int], side: str) -> int:
-    """The last wave an event using the key this way must come after."""
-    if side == "x":
-        return max(seen.values(), default=0)
-    if side.startswith("/"):
-        return max(seen["x"], seen[side])
-    return max(seen["x"], seen["w" if side == "r" else "r"])
+def _after(seen: defaultdict[str, int], use: str) -> int:
+    """The last wave an event using a key this way must come after."""
+    if use == "x":
+        return seen["*"]
+    if use == "r":
+        return max(seen["x"], seen["w"])
+    if use == "w":
+        return max(seen["x"], seen["r"])
+    return max(seen["x"], seen[use])  # a conflict family
 
 
 def _coordinates(record: InputRecord) -> tuple[str, str]:

@@ -3,11 +3,11 @@ store's versions say nobody changed them (services/store/coherence.py checks tha
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
-from services.domain import Account, Agreement, Team
+from services.domain import CLOSED_STATUSES, Account, Agreement, Team
+from services.store.rows import evidence_ids
 
 
 class MasterDataCache:
@@ -31,16 +31,73 @@ class MasterDataCache:
             self.version = version
 
 
-@dataclass
 class KeyAccountState:
-    """Everything conflict judging reads of one key account: its accounts, agreements and conflict alerts."""
+    """Everything conflict judging reads of one key account: its accounts, agreements and conflict alerts.
 
-    accounts: dict[str, Account] = field(default_factory=dict)
-    agreements: dict[str, Agreement] = field(default_factory=dict)
-    alerts: dict[str, dict] = field(default_factory=dict)  # conflict alerts open or closed by a decision
+    Indexed by what conflicts meet on (CONTRACT §5: a product, a service id, a global contract's
+    type; an alert's evidence), so judging one change reads what it can conflict with, not every
+    agreement and alert a large key account has gathered. Change it only through its methods.
+    """
 
-    def copy(self) -> "KeyAccountState":
-        return KeyAccountState(dict(self.accounts), dict(self.agreements), dict(self.alerts))
+    __slots__ = ("accounts", "agreements", "alerts", "_by_term", "_by_evidence")
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, Account] = {}
+        self.agreements: dict[str, Agreement] = {}
+        self.alerts: dict[str, dict] = {}  # conflict alerts open or closed by a decision
+        self._by_term: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._by_evidence: dict[str, set[str]] = defaultdict(set)
+
+    def put_agreement(self, agreement: Agreement) -> None:
+        self.drop_agreement(agreement.agreement_id)
+        self.agreements[agreement.agreement_id] = agreement
+        for term in _terms(agreement):
+            self._by_term[term].add(agreement.agreement_id)
+
+    def drop_agreement(self, agreement_id: str) -> None:
+        old = self.agreements.pop(agreement_id, None)
+        if old is not None:
+            for term in _terms(old):
+                self._by_term[term].discard(agreement_id)
+
+    def follow_alert(self, row: dict) -> None:
+        """Keep an alert while it is open or closed by a decision (judging needs those), else drop it."""
+        if row["status"] not in CLOSED_STATUSES or row["closed_by_decision"]:
+            self.alerts[row["alert_id"]] = row
+            for evidence_id in evidence_ids(row["evidence"]):
+                self._by_evidence[evidence_id].add(row["alert_id"])
+        elif self.alerts.pop(row["alert_id"], None) is not None:
+            for evidence_id in evidence_ids(row["evidence"]):
+                self._by_evidence[evidence_id].discard(row["alert_id"])
+
+    def related(self, ids: set[str], products: set[str], services: set[str],
+                contract_types: set[str]) -> list[Agreement]:
+        """The agreements among `ids`, prices of `products`, services of `services` and global contracts of
+        `contract_types`: all that can conflict with changed agreements of those terms (by id)."""
+        found = set(ids)
+        for kind, values in (("p", products), ("s", services), ("c", contract_types)):
+            for value in values:
+                found.update(self._by_term.get((kind, value), ()))
+        agreements = self.agreements
+        return [agreements[i] for i in sorted(found) if i in agreements]
+
+    def alerts_about(self, ids: set[str]) -> list[dict]:
+        """The alerts whose evidence names any of `ids` (by id)."""
+        found = set()
+        for evidence_id in ids:
+            found.update(self._by_evidence.get(evidence_id, ()))
+        return [self.alerts[i] for i in sorted(found)]
+
+
+def _terms(agreement: Agreement) -> list[tuple[str, str]]:
+    terms = []
+    if agreement.product_id:
+        terms.append(("p", agreement.product_id))
+    if agreement.service_id:
+        terms.append(("s", agreement.service_id))
+    if agreement.scope == "global" and agreement.contract_type:
+        terms.append(("c", agreement.contract_type))
+    return terms
 
 
 class KeyAccountCache:
@@ -79,10 +136,12 @@ class KeyAccountCache:
         for key in keys:
             self.states.pop(key, None)
 
-    def get(self, root: str) -> KeyAccountState | None:
-        state = self.states.get(root)
+    def take(self, root: str) -> KeyAccountState | None:
+        """Hand a state over to a transaction, which changes it as it writes and `store`s it back when it
+        commits: no copy (a transaction that fails leaves the key account to be read again)."""
+        state = self.states.pop(root, None)
         if state is not None:
-            self.states.move_to_end(root)
+            self.met_before(root)  # should it not come back, the next transaction reads all of it again
         return state
 
     def store(self, root: str, state: KeyAccountState) -> None:

@@ -150,7 +150,7 @@ class Coherence:
             cache.versions[key] = version
         if len(cache.versions) > 40 * cache.limit:  # forgetting a version only costs a re-read
             cache.versions = {key: cache.versions[key] for key in cache.states if key in cache.versions}
-        self._lay_writes(cache.states, cache.rules, self._agreement_roots, cache.agreement_root, update_index=True)
+        self._lay_writes_on_cache(cache, self._agreement_roots)
 
 
 def _versioned(keys: list[str]) -> list[str]:

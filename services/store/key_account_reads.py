@@ -7,17 +7,17 @@ A mixin of `StateRepository`: it works on the repository's identity map and conn
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from psycopg.rows import namedtuple_row
 from sqlalchemy import and_, false, or_, select
 
-from services.domain import CLOSED_STATUSES, Agreement, Promotion, Team, TeamMember
+from services.domain import CLOSED_STATUSES, Promotion, Team, TeamMember
 from services.store import tables as t
 from services.store.bulk import fetch_rows
-from services.store.caches import KeyAccountState, MasterDataCache
-from services.store.rows import _account, _agreement, _promotion, chunks, is_open
+from services.store.caches import KeyAccountCache, KeyAccountState, MasterDataCache
+from services.store.rows import _account, _agreement, _promotion, chunks
 
 if TYPE_CHECKING:
     from services.store.state import StateRepository
@@ -146,8 +146,8 @@ class KeyAccountReads:
                 missing.append(root)
             elif (live := self._states_read.get(root)) is not None:
                 states[root] = live
-            elif cache is not None and root in self._valid_keys and (cached := cache.get(root)) is not None:
-                caught_up[root] = cached.copy()
+            elif cache is not None and root in self._valid_keys and (cached := cache.take(root)) is not None:
+                caught_up[root] = cached
             else:
                 missing.append(root)
         self._catch_up(caught_up)
@@ -184,19 +184,15 @@ class KeyAccountReads:
             if previous is not None and previous["account_id"] != row["account_id"]:
                 before = self._known_root(previous["account_id"])
                 if before != root and before in live:
-                    live[before].agreements.pop(agreement_id, None)
+                    live[before].drop_agreement(agreement_id)
             if root in live:
-                live[root].agreements[agreement_id] = self._as_agreement(row)
+                live[root].put_agreement(self._as_agreement(row))
             return
         root = row["key_account_id"]
         self._written_alerts_by_root[root].add(row["alert_id"])
         state = live.get(root)
-        if state is None or row["rule"] not in self._state_rules:
-            return
-        if is_open(row) or row["closed_by_decision"]:
-            state.alerts[row["alert_id"]] = row
-        else:
-            state.alerts.pop(row["alert_id"], None)
+        if state is not None and row["rule"] in self._state_rules:
+            state.follow_alert(row)
 
     def _catch_up(self, states: dict[str, KeyAccountState]) -> None:
         """Lay this transaction's agreement and conflict-alert writes over copies of cached states.
@@ -215,17 +211,12 @@ class KeyAccountReads:
                 else:
                     moved = [i for (i,) in written if i in state.agreements and self._written_roots.get(i) != root]
                 for agreement_id in moved:
-                    del state.agreements[agreement_id]
+                    state.drop_agreement(agreement_id)
                 for agreement_id in self._written_by_root.get(root, ()):
-                    state.agreements[agreement_id] = self._as_agreement(written[(agreement_id,)])
+                    state.put_agreement(self._as_agreement(written[(agreement_id,)]))
             for alert_id in self._written_alerts_by_root.get(root, ()):
-                row = alerts[(alert_id,)]
-                if row["rule"] not in self._state_rules:
-                    continue
-                if is_open(row) or row["closed_by_decision"]:
-                    state.alerts[alert_id] = row
-                else:
-                    state.alerts.pop(alert_id, None)
+                if (row := alerts[(alert_id,)])["rule"] in self._state_rules:
+                    state.follow_alert(row)
 
     def _read_states(self, roots: list[str], rules: list[str],
                      related_to: list[str] | None = None) -> dict[str, KeyAccountState]:
@@ -261,9 +252,9 @@ class KeyAccountReads:
                           .where(e.evidence_id.in_(related_to), c.key_account_id.in_(part), *alert_filter)
                           .distinct())
             for row in self.conn.execute(agreements):
-                states[row.root_id].agreements[row.agreement_id] = _agreement(row._mapping)
+                states[row.root_id].put_agreement(_agreement(row._mapping))
             for mapping in self._remember_alerts(r._mapping for r in self.conn.execute(alerts)):
-                states[mapping["key_account_id"]].alerts[mapping["alert_id"]] = mapping
+                states[mapping["key_account_id"]].follow_alert(mapping)
         return states
 
     def _written_agreement_roots(self) -> dict[str, str | None]:
@@ -272,32 +263,25 @@ class KeyAccountReads:
         self.accounts({row["account_id"] for row in written.values()})  # one query, not one per agreement
         return {row["agreement_id"]: self._known_root(row["account_id"]) for row in written.values()}
 
-    def _lay_writes(self, states: dict[str, KeyAccountState], rules: set[str] | frozenset[str],
-                    roots: dict[str, str | None], index: dict[str, str], *, update_index: bool) -> None:
-        """Apply the written agreements (moving one whose key account changed) and conflict alerts to `states`;
-        `index` (agreement id -> key account) is followed, and kept up to date with `update_index`."""
+    def _lay_writes_on_cache(self, cache: KeyAccountCache, roots: dict[str, str | None]) -> None:
+        """After the commit: move the agreements this transaction wrote (`roots`: id -> key account) in the
+        cached states it did not read itself (those are current), and follow the conflict alerts it wrote."""
+        states, index, read = cache.states, cache.agreement_root, self._states_read
         written = self._written.get("agreements", {})
-        # where a written agreement lies now in these states (the index may not know what this transaction read)
-        holders = {agreement_id: holder for holder, state in states.items() for agreement_id in state.agreements
-                   if (agreement_id,) in written}
-        for row in written.values():
-            agreement_id, root = row["agreement_id"], roots[row["agreement_id"]]
-            previous = index.pop(agreement_id, None) if update_index else index.get(agreement_id)
-            for stale in {previous, holders.get(agreement_id)} - {None, root}:
-                if stale in states:
-                    states[stale].agreements.pop(agreement_id, None)
+        for agreement_id, root in roots.items():
+            holder = index.get(agreement_id)
+            if holder is not None and holder != root and holder not in read and holder in states:
+                states[holder].drop_agreement(agreement_id)
             if root in states:
-                states[root].agreements[agreement_id] = self._as_agreement(row)
-                if update_index:
-                    index[agreement_id] = root
-        for row in self._written.get("alerts", {}).values():
-            state = states.get(row["key_account_id"])
-            if state is None or row["rule"] not in rules:
-                continue
-            if is_open(row) or row["closed_by_decision"]:
-                state.alerts[row["alert_id"]] = row
+                if root not in read:
+                    states[root].put_agreement(self._as_agreement(written[(agreement_id,)]))
+                index[agreement_id] = root
             else:
-                state.alerts.pop(row["alert_id"], None)
+                index.pop(agreement_id, None)
+        for row in self._written.get("alerts", {}).values():
+            root = row["key_account_id"]
+            if root not in read and root in states and row["rule"] in cache.rules:
+                states[root].follow_alert(row)
 
     def _known_root(self, account_id: str | None) -> str | None:
         """The root of a known account; None for unknown ones (their agreements belong to no key account)."""
@@ -321,23 +305,12 @@ class KeyAccountReads:
         return promotions_by_pair
 
 
-def related_agreements(repo: StateRepository,
-                       changed: dict[str, set[str]]) -> Callable[[str, list[Agreement]], list[Agreement]]:
-    """A filter keeping the agreements of a key account that can form a conflict with one that changed there.
-
-    Related are the changed agreements (or promotions) themselves, prices of the same products,
-    services of the same service ids and global contracts of the same types. (The term sets never
-    hold None, so an agreement without a product or service id matches none.)
-    """
+def related_terms_by_root(repo: StateRepository,
+                          changed: dict[str, set[str]]) -> dict[str, tuple[set[str], set[str], set[str], set[str]]]:
+    """For key accounts where only some agreements (or promotions) changed: the changed ids and the
+    products, service ids and contract types they have (`KeyAccountState.related` takes them)."""
     rows = repo.changed_rows({i for ids in changed.values() for i in ids})
-    by_root = {root: (ids, *related_terms(rows[i] for i in ids if i in rows)) for root, ids in changed.items()}
-
-    def related(root: str, agreements: list[Agreement]) -> list[Agreement]:
-        ids, products, services, contract_types = by_root[root]
-        return [a for a in agreements if a.agreement_id in ids or a.product_id in products or a.service_id in services
-                or (a.scope == "global" and a.contract_type in contract_types)]
-
-    return related
+    return {root: (ids, *related_terms(rows[i] for i in ids if i in rows)) for root, ids in changed.items()}
 
 
 def related_terms(rows: Iterable[dict]) -> tuple[set[str], set[str], set[str]]:

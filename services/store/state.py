@@ -22,13 +22,13 @@ from services.store.caches import KeyAccountCache, KeyAccountState, MasterDataCa
 from services.store.coherence import UNVERSIONED_KEY_PREFIX, Coherence
 from services.store.db import insert_stmt
 from services.store.hierarchy import Hierarchy
-from services.store.key_account_reads import KeyAccountReads, related_agreements, related_terms
+from services.store.key_account_reads import KeyAccountReads, related_terms, related_terms_by_root
 from services.store.rows import (KEYS, account_from_row, agreement_from_row, chunks, dumps, is_open,
                                  new_alert_row)
 
 __all__ = ["StateRepository", "EVENT_STATE_TABLES", "FLUSH_ORDER", "UNVERSIONED_KEY_PREFIX", "KeyAccountCache",
            "KeyAccountState", "MasterDataCache", "add_to_counters", "account_from_row", "agreement_from_row", "dumps",
-           "new_alert_row", "related_agreements", "related_terms"]
+           "new_alert_row", "related_terms", "related_terms_by_root"]
 
 # What events write; alerts (and their evidence) are written by judging, after them.
 EVENT_STATE_TABLES = (t.accounts, t.team_members, t.agreements, t.promotions, t.shortages)
