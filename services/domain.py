@@ -46,16 +46,35 @@ class Team:
 
     members: tuple[TeamMember, ...] = ()
 
-    def with_role(self, role: str, country: str | None = None) -> list[TeamMember]:
-        found = [m for m in self.members if m.role == role and (country is None or m.country == country)]
-        return sorted(found, key=lambda m: m.person_id)
+    def with_role(self, role: str, country: str | None = None) -> tuple[TeamMember, ...]:
+        """The members with `role` (in `country`, if given), by person id."""
+        lookups = self._lookups()
+        found = lookups.get((role, country))
+        if found is None:
+            found = lookups[(role, country)] = tuple(sorted(
+                (m for m in self.members if m.role == role and (country is None or m.country == country)),
+                key=lambda m: m.person_id))
+        return found
 
     def first(self, role: str, country: str | None = None) -> str | None:
         found = self.with_role(role, country)
         return found[0].person_id if found else None
 
-    def roles_of(self, person_id: str) -> list[TeamMember]:
-        return [m for m in self.members if m.person_id == person_id]
+    def roles_of(self, person_id: str) -> tuple[TeamMember, ...]:
+        lookups = self._lookups()
+        found = lookups.get(person_id)
+        if found is None:
+            found = lookups[person_id] = tuple(m for m in self.members if m.person_id == person_id)
+        return found
+
+    def _lookups(self) -> dict:
+        """Answers already given: a team is asked the same few questions for every agreement and alert
+        of its key account, and never changes (a changed team is a new Team)."""
+        lookups = self.__dict__.get("_answers")
+        if lookups is None:
+            lookups = {}
+            object.__setattr__(self, "_answers", lookups)
+        return lookups
 
     def has(self, person_id: str) -> bool:
         return any(m.person_id == person_id for m in self.members)

@@ -8,7 +8,6 @@ pure (services/rules/agreements.py); this module reads their input from the repo
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -16,9 +15,8 @@ from collections.abc import Callable, Iterable
 from services.batch import Batch
 from services.domain import CLOSED_STATUSES, Finding, KeyAccountView
 from services.rules.agreements import CONFLICT_RULES, evaluate_key_account
-from services.store.bulk import pipelined
 from services.store.rows import evidence_ids
-from services.store.state import EVENT_STATE_TABLES, related_terms_by_root
+from services.store.state import related_terms_by_root
 
 
 def judge_key_accounts(batch: Batch, fallback: str, lock: Callable[[Batch, set[str]], bool]) -> None:
@@ -51,26 +49,22 @@ def judge_key_accounts(batch: Batch, fallback: str, lock: Callable[[Batch, set[s
     for (country, _), found in (repo.promotions_for(pairs) if pairs else {}).items():
         promotions_by_country[country].extend(found)
     today = batch.now.date()
-    # Nothing below reads the store: the events' state writes are sent now and PostgreSQL applies
-    # them while the key accounts are judged, instead of in the final round trip after it.
-    with pipelined(repo.conn) if repo.has_pending(*EVENT_STATE_TABLES) else contextlib.nullcontext():
-        repo.flush(*EVENT_STATE_TABLES)
-        for root in roots:
-            members = states[root].accounts
-            findings: list[Finding] = []
-            key_account = members.get(root)
-            if key_account is not None and key_account.tier != "none":
-                countries = sorted({a.country for a in members.values()})
-                promotions = tuple(p for country in countries for p in promotions_by_country.get(country, ()))
-                view = KeyAccountView(key_account, members, teams[root], tuple(agreements_by_root[root]), promotions)
-                findings = evaluate_key_account(view, today, fallback)
-            if root in partial:
-                ids = partial[root]
-                findings = [f for f in findings if ids.intersection(f.evidence)]
-                alerts = states[root].alerts_about(ids)
-            else:
-                alerts = list(states[root].alerts.values())
-            reconcile(batch, alerts, findings, functools.partial(batch.cause, root))
+    for root in roots:
+        members = states[root].accounts
+        findings: list[Finding] = []
+        key_account = members.get(root)
+        if key_account is not None and key_account.tier != "none":
+            countries = sorted({a.country for a in members.values()})
+            promotions = tuple(p for country in countries for p in promotions_by_country.get(country, ()))
+            view = KeyAccountView(key_account, members, teams[root], tuple(agreements_by_root[root]), promotions)
+            findings = evaluate_key_account(view, today, fallback)
+        if root in partial:
+            ids = partial[root]
+            findings = [f for f in findings if ids.intersection(f.evidence)]
+            alerts = states[root].alerts_about(ids)
+        else:
+            alerts = list(states[root].alerts.values())
+        reconcile(batch, alerts, findings, functools.partial(batch.cause, root))
     batch.judged()
 
 

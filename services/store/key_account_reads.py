@@ -289,20 +289,38 @@ class KeyAccountReads:
         return account.root_id if account is not None else None
 
     def promotions_for(self, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], list[Promotion]]:
-        """The promotions of these (country, product) pairs."""
-        self.flush(t.promotions)
-        promotions_by_pair: dict[tuple[str, str], list[Promotion]] = defaultdict(list)
-        countries, products = sorted({c for c, _ in pairs}), sorted({p for _, p in pairs})
-        c = t.promotions.c
-        columns = (c.promotion_id, c.country, c.product_id, c.price, c.currency, c.valid_from, c.valid_to, c.audience,
-                   c.launched_by)
-        for part in chunks(products):
-            rows = (fetch_rows(self.conn, _PROMOTIONS_SQL, {"countries": countries, "products": part}) if self._postgres
-                    else self.conn.execute(select(*columns).where(c.country.in_(countries), c.product_id.in_(part))))
-            for row in rows:
-                if (row[1], row[2]) in pairs:
-                    promotions_by_pair[(row[1], row[2])].append(_promotion(*row))
-        return promotions_by_pair
+        """The promotions of these (country, product) pairs, by id; each pair read once per transaction
+        (`follow_promotion` keeps what was read current with the transaction's own launches)."""
+        known = self._promotions_by_pair
+        wanted = {pair for pair in pairs if pair not in known}
+        if wanted:
+            self.flush(t.promotions)
+            for pair in wanted:
+                known[pair] = {}
+            countries, products = sorted({c for c, _ in wanted}), sorted({p for _, p in wanted})
+            c = t.promotions.c
+            columns = (c.promotion_id, c.country, c.product_id, c.price, c.currency, c.valid_from, c.valid_to,
+                       c.audience, c.launched_by)
+            for part in chunks(products):
+                rows = (fetch_rows(self.conn, _PROMOTIONS_SQL, {"countries": countries, "products": part})
+                        if self._postgres else
+                        self.conn.execute(select(*columns).where(c.country.in_(countries), c.product_id.in_(part))))
+                for row in rows:
+                    if (row[1], row[2]) in wanted:
+                        known[(row[1], row[2])][row[0]] = _promotion(*row)
+        return {pair: [found[i] for i in sorted(found)] for pair in pairs if (found := known[pair])}
+
+    def follow_promotion(self, previous: dict | None, row: dict) -> None:
+        """Keep the promotions read per (country, product) current with a launch (from `put`)."""
+        known = self._promotions_by_pair
+        if previous is not None and (old := known.get((previous["country"], previous["product_id"]))) is not None:
+            old.pop(previous["promotion_id"], None)
+        if (new := known.get((row["country"], row["product_id"]))) is not None:
+            new[row["promotion_id"]] = _promotion(*(row[name] for name in _PROMOTION_COLUMNS))
+
+
+_PROMOTION_COLUMNS = ("promotion_id", "country", "product_id", "price", "currency", "valid_from", "valid_to",
+                      "audience", "launched_by")
 
 
 def related_terms_by_root(repo: StateRepository,

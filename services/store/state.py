@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 from sqlalchemy import Table, and_, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 
-from services.domain import CLOSED_STATUSES, Account, Agreement, Team
+from services.domain import CLOSED_STATUSES, Account, Agreement, Promotion, Team
 from services.store import tables as t
 from services.store.bulk import Later, bulk_insert, fetch_rows, select_by_ids
 from services.store.caches import KeyAccountCache, KeyAccountState, MasterDataCache
@@ -68,6 +68,7 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         self._has_children: dict[str, bool] = {}
         self._alerts_by_ref: dict[tuple[str, str | None], set[str]] = defaultdict(set)
         self._undercut: dict[tuple[str, str], set[str]] = {}
+        self._promotions_by_pair: dict[tuple[str, str], dict[str, Promotion]] = {}
         self._commits_at_start = Later(rows=[])  # the store's `commits` version before this transaction read
         self._nobody_committed = False  # ... and it is the same under the locks `validate_keys` checked last
 
@@ -133,6 +134,8 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
                 for pair, roots in self._undercut.items():
                     if pair[1] == row["product_id"]:
                         roots.add(root)
+        elif table is t.promotions:
+            self.follow_promotion(previous, row)
         elif table is t.accounts:
             self._changes_teams = True
             self._teams.clear()
@@ -189,6 +192,7 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         self._has_children.clear()
         self._alerts_by_ref.clear()
         self._undercut.clear()
+        self._promotions_by_pair.clear()
 
     # -- alerts ---------------------------------------------------------------------------
 
