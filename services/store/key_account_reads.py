@@ -183,8 +183,10 @@ class KeyAccountReads:
             self._written_by_root[root].add(agreement_id)
             if previous is not None and previous["account_id"] != row["account_id"]:
                 before = self._known_root(previous["account_id"])
-                if before != root and before in live:
-                    live[before].drop_agreement(agreement_id)
+                if before != root:
+                    self._moved_from[before].add(agreement_id)
+                    if before in live:
+                        live[before].drop_agreement(agreement_id)
             if root in live:
                 live[root].put_agreement(self._as_agreement(row))
             return
@@ -195,7 +197,7 @@ class KeyAccountReads:
             state.follow_alert(row)
 
     def _catch_up(self, states: dict[str, KeyAccountState]) -> None:
-        """Lay this transaction's agreement and conflict-alert writes over copies of cached states.
+        """Lay this transaction's agreement and conflict-alert writes over cached states it has just taken.
 
         Cached states are of key accounts whose accounts this transaction did not change (those are
         read again), so an agreement's key account when it was written is its key account now.
@@ -205,15 +207,11 @@ class KeyAccountReads:
         written = self._written.get("agreements", {})
         alerts = self._written.get("alerts", {})
         for root, state in states.items():
-            if written:
-                if len(state.agreements) < len(written):
-                    moved = [i for i in state.agreements if (i,) in written and self._written_roots.get(i) != root]
-                else:
-                    moved = [i for (i,) in written if i in state.agreements and self._written_roots.get(i) != root]
-                for agreement_id in moved:
+            for agreement_id in self._moved_from.get(root, ()):
+                if self._written_roots.get(agreement_id) != root:
                     state.drop_agreement(agreement_id)
-                for agreement_id in self._written_by_root.get(root, ()):
-                    state.put_agreement(self._as_agreement(written[(agreement_id,)]))
+            for agreement_id in self._written_by_root.get(root, ()):
+                state.put_agreement(self._as_agreement(written[(agreement_id,)]))
             for alert_id in self._written_alerts_by_root.get(root, ()):
                 if (row := alerts[(alert_id,)])["rule"] in self._state_rules:
                     state.follow_alert(row)

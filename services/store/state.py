@@ -58,6 +58,7 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         self._written_roots: dict[str, str | None] = {}  # agreement id -> its key account when written
         self._written_by_root: dict[str | None, set[str]] = defaultdict(set)
         self._written_alerts_by_root: dict[str, set[str]] = defaultdict(set)
+        self._moved_from: dict[str | None, set[str]] = defaultdict(set)  # key account -> agreements moved away
         self._accounts_built: dict[str, tuple[dict, Account]] = {}
         self._agreements_built: dict[str, tuple[dict, Agreement]] = {}
         self._agreement_roots: dict[str, str | None] = {}
