@@ -119,9 +119,9 @@ def store(sqlite_url):
 async def _running_relay(engine, producer, monkeypatch, instance: str = "test", *, takes_over: bool = False):
     """A relay running on `engine` until the block ends (failed rounds retried after 50 ms). Unless it
     `takes_over`, taking the lease skips the takeover scan, which reads Kafka: nothing to recover here."""
-    import services.outbox as outbox
+    import services.outbox.relay as relay_loop
 
-    monkeypatch.setattr(outbox, "RETRY_S", 0.05)
+    monkeypatch.setattr(relay_loop, "RETRY_S", 0.05)
     relay = OutboxRelay(engine, producer, instance=instance, bootstrap="unused:9092")
 
     async def no_takeover():
@@ -191,16 +191,16 @@ async def test_a_busy_relay_reads_the_store_only_every_poll_interval_yet_finds_o
 
 
 async def test_a_relay_without_the_lease_does_not_ask_for_it_on_every_commit(store, monkeypatch):
-    import services.outbox as outbox
+    import services.outbox.relay as relay_loop
 
     asked: list[str] = []
-    hold = outbox.hold_lease
+    hold = relay_loop.hold_lease
 
     def counting_hold(engine_, lease, instance, *args):
         asked.append(instance)
         return hold(engine_, lease, instance, *args)
 
-    monkeypatch.setattr(outbox, "hold_lease", counting_hold)
+    monkeypatch.setattr(relay_loop, "hold_lease", counting_hold)
     async with _running_relay(store, _Producer(), monkeypatch) as (holder, _):
         await _until(lambda: holder._holding)
         async with _running_relay(store, _Producer(), monkeypatch, "other", takes_over=True) as (other, _):
