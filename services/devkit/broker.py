@@ -1,10 +1,9 @@
-"""A local single-node Apache Kafka (KRaft) broker, built from Maven Central jars.
+"""A local single-node Apache Kafka (KRaft) broker: start it, wait until it answers, stop it, say whether it runs.
 
-No Docker, no Kafka download from apache.org: the broker's jars are fetched once
-with Maven (``mvn dependency:copy-dependencies`` on a small pom shipped in this
-module) into a project-local cache, then reused. One JVM runs as broker *and*
-controller (KRaft), listening on ``127.0.0.1:<port>``; everything it writes
-(logs, metadata, ``broker.log``, pid file) lives under its data directory.
+No Docker: one JVM runs as broker *and* controller on ``127.0.0.1:<port>``, from the jars of
+services/devkit/kafka_jars.py (Maven Central, fetched once), configured in its data directory by
+services/devkit/broker_config.py; ``secure=True`` adds SASL_SSL, SCRAM users and ACLs
+(services/devkit/broker_secure.py).
 
 Public API::
 
@@ -25,20 +24,19 @@ Layout (defaults relative to the current directory):
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import contextlib
-import fcntl
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from services.devkit.broker_common import HOST, BrokerError, bootstrap_of, file_lock, port_bindable, port_open, spinner
+from services.devkit.broker_config import (BROKER_LOG, LOG4J_FILE, PROPS_FILE, default_data_dir, format_storage,
+                                           read_props, resolve_data_dir, write_config)
+from services.devkit.kafka_jars import KAFKA_VERSION, cache_root, ensure_kafka_jars, ensure_tools_jar, find_java
 
 __all__ = [
     "KAFKA_VERSION",
@@ -52,72 +50,10 @@ __all__ = [
     "stop_broker",
 ]
 
-KAFKA_VERSION = "4.1.1"
-#: log4j-core version that kafka_2.13 KAFKA_VERSION depends on; the SLF4J 1.x binding must match it.
-LOG4J_VERSION = "2.24.3"
-HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
-
 PID_FILE = "broker.pid"
-PROPS_FILE = "server.properties"
-LOG4J_FILE = "log4j2.properties"
-BROKER_LOG = "broker.log"
 BROKER_OUT = "broker.out"
-
-_POM = f"""<?xml version="1.0" encoding="UTF-8"?>
-<!-- Written by onevoice (services/devkit/broker.py): the jars of a local Apache Kafka broker. -->
-<project xmlns="http://maven.apache.org/POM/4.0.0"
-         xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
-         xsi:schemaLocation="http://maven.apache.org/POM/4.0.0 http://maven.apache.org/xsd/maven-4.0.0.xsd">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>local.onevoice</groupId>
-  <artifactId>onevoice-kafka-broker</artifactId>
-  <version>{KAFKA_VERSION}</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_2.13</artifactId>
-      <version>{KAFKA_VERSION}</version>
-    </dependency>
-    <!-- Kafka brings slf4j-api 1.7.x and log4j2: the SLF4J 1.x binding, same version as log4j-core. -->
-    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-slf4j-impl</artifactId>
-      <version>{LOG4J_VERSION}</version>
-    </dependency>
-  </dependencies>
-</project>
-"""
-
-_LOG4J2 = """\
-# Written by onevoice (services/devkit/broker.py): broker logs go to {log}
-status = warn
-name = onevoice-broker
-shutdownHook = disable
-appender.file.type = RollingFile
-appender.file.name = FILE
-appender.file.fileName = {log}
-appender.file.filePattern = {log}.%i
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-appender.file.policies.type = Policies
-appender.file.policies.size.type = SizeBasedTriggeringPolicy
-appender.file.policies.size.size = 50MB
-appender.file.strategy.type = DefaultRolloverStrategy
-appender.file.strategy.max = 3
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = FILE
-logger.statechange.name = state.change.logger
-logger.statechange.level = WARN
-logger.request.name = kafka.request.logger
-logger.request.level = WARN
-"""
-
-
-class BrokerError(RuntimeError):
-    """The local broker could not be prepared, started or stopped."""
 
 
 @dataclass(frozen=True)
@@ -129,157 +65,12 @@ class BrokerStatus:
     data_dir: Path
 
 
-# --------------------------------------------------------------------------- paths
-
-
-def cache_root() -> Path:
-    """Root of onevoice's download cache: ``$ONEVOICE_CACHE_DIR`` or ``./.onevoice/cache``."""
-    env = os.environ.get("ONEVOICE_CACHE_DIR")
-    return (Path(env) if env else Path.cwd() / ".onevoice" / "cache").expanduser().resolve()
-
-
-def default_data_dir(port: int = 9092) -> Path:
-    """Where a broker on ``port`` keeps its data when no data dir is given."""
-    return (Path.cwd() / ".onevoice" / f"kafka-{port}").resolve()
-
-
-def _resolve_data_dir(data_dir: Path | str | None, port: int) -> Path:
-    return Path(data_dir).expanduser().resolve() if data_dir is not None else default_data_dir(port)
-
-
-def _bootstrap(port: int) -> str:
-    return f"{HOST}:{port}"
-
-
-# --------------------------------------------------------------------------- small helpers
-
-
-def _console(quiet: bool):
-    if quiet:
-        return None
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-@contextlib.contextmanager
-def _status(quiet: bool, message: str) -> Iterator[None]:
-    console = _console(quiet)
-    if console is None:
-        yield
-        return
-    with console.status(message):
-        yield
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def _port_open(port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _port_bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-        return True
-
-
 def _tail(path: Path, lines: int = 40) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError:
         return f"(no {path.name})"
     return "\n".join(text.splitlines()[-lines:]) or f"({path.name} is empty)"
-
-
-def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").exists():
-        return str(Path(java_home) / "bin" / "java")
-    found = shutil.which("java")
-    if not found:
-        raise BrokerError("`java` not found: the local Kafka broker needs a Java 17+ runtime on PATH (or JAVA_HOME).")
-    return found
-
-
-def _read_props(path: Path) -> dict[str, str]:
-    props: dict[str, str] = {}
-    try:
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, _, value = line.partition("=")
-                props[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return props
-
-
-# --------------------------------------------------------------------------- jars
-
-
-def _kafka_cache_dir() -> Path:
-    return cache_root() / f"kafka-{KAFKA_VERSION}"
-
-
-def ensure_kafka_jars(*, quiet: bool = False) -> Path:
-    """Return the directory holding the broker's jars, downloading them with Maven the first time."""
-    base = _kafka_cache_dir()
-    libs = base / "libs"
-    marker = libs / ".complete"
-    if marker.exists():
-        return libs
-    with _file_lock(base / ".lock"):
-        if marker.exists():  # another process finished the download while we waited
-            return libs
-        mvn = shutil.which("mvn")
-        if not mvn:
-            raise BrokerError(
-                "`mvn` (Apache Maven) not found: it fetches the Kafka broker jars from Maven Central "
-                "the first time. Install Maven (e.g. `apt-get install maven`)."
-            )
-        pom = base / "pom.xml"
-        pom.write_text(_POM)
-        staging = base / "libs.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        cmd = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={staging}"]
-        started = time.monotonic()
-        with _status(quiet, f"Downloading Apache Kafka {KAFKA_VERSION} jars from Maven Central (first run only)…"):
-            proc = subprocess.run(cmd, cwd=base, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
-            out = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
-            raise BrokerError(f"Fetching the Kafka jars failed ({' '.join(cmd)}; exit {proc.returncode}):\n{out}")
-        shutil.rmtree(libs, ignore_errors=True)
-        staging.rename(libs)
-        marker.write_text(f"kafka_2.13 {KAFKA_VERSION}, fetched in {time.monotonic() - started:.1f}s\n")
-        console = _console(quiet)
-        if console is not None:
-            n = len(list(libs.glob("*.jar")))
-            console.print(f"[green]✓[/] Kafka {KAFKA_VERSION}: {n} jars in {libs} ({time.monotonic() - started:.0f}s)")
-    return libs
 
 
 # --------------------------------------------------------------------------- process bookkeeping
@@ -320,14 +111,14 @@ def _running_pid(data_dir: Path) -> int | None:
 
 def broker_status(data_dir: Path | str | None = None, port: int = 9092) -> BrokerStatus:
     """Whether a broker started from ``data_dir`` runs, and where it listens."""
-    data_dir = _resolve_data_dir(data_dir, port)
+    data_dir = resolve_data_dir(data_dir, port)
     pid = _running_pid(data_dir)
-    listeners = _read_props(data_dir / PROPS_FILE).get("listeners", "")
+    listeners = read_props(data_dir / PROPS_FILE).get("listeners", "")
     for item in listeners.split(","):
         if item.startswith(("PLAINTEXT://", "CLIENT://")):
             with contextlib.suppress(ValueError):
                 port = int(item.rsplit(":", 1)[1])
-    return BrokerStatus(running=pid is not None, pid=pid, port=port, bootstrap=_bootstrap(port), data_dir=data_dir)
+    return BrokerStatus(running=pid is not None, pid=pid, port=port, bootstrap=bootstrap_of(port), data_dir=data_dir)
 
 
 # --------------------------------------------------------------------------- readiness
@@ -369,7 +160,7 @@ def _wait_ready(pid: int | None, port: int, data_dir: Path, deadline: float,
     """Until the broker answers; `proc` (the broker this call started) tells authoritatively whether it exited
     (reading /proc/<pid>/cmdline of a JVM that is just starting gave a false "exited" under load, and the
     healthy broker was then stopped)."""
-    bootstrap = _bootstrap(port)
+    bootstrap = bootstrap_of(port)
     while True:
         exited = proc.poll() is not None if proc is not None else pid is not None and not _is_our_broker(pid, data_dir)
         if exited:
@@ -378,7 +169,7 @@ def _wait_ready(pid: int | None, port: int, data_dir: Path, deadline: float,
                 f"The Kafka broker (pid {pid}{status}) exited during start-up. Tail of {data_dir / BROKER_LOG}:\n"
                 f"{_tail(data_dir / BROKER_LOG)}\n--- {data_dir / BROKER_OUT}:\n{_tail(data_dir / BROKER_OUT, 20)}"
             )
-        if _port_open(port) and _metadata_ok(bootstrap, data_dir):
+        if port_open(port) and _metadata_ok(bootstrap, data_dir):
             return
         if time.monotonic() > deadline:
             raise BrokerError(
@@ -391,92 +182,6 @@ def _wait_ready(pid: int | None, port: int, data_dir: Path, deadline: float,
 # --------------------------------------------------------------------------- start / stop
 
 
-def _random_cluster_id() -> str:
-    """Same shape as ``kafka.tools.StorageTool random-uuid`` (Kafka's Uuid.randomUuid), without a JVM start."""
-    while True:
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not cid.startswith("-"):
-            return cid
-
-
-def _write_config(data_dir: Path, port: int, secure: bool = False) -> Path:
-    props_path = data_dir / PROPS_FILE
-    old = _read_props(props_path)
-    controller_port = None
-    with contextlib.suppress(KeyError, ValueError):
-        controller_port = int(old["controller.quorum.voters"].rsplit(":", 1)[1])
-    if controller_port is None or controller_port == port or not _port_bindable(controller_port):
-        controller_port = _free_port()
-        while controller_port == port:
-            controller_port = _free_port()
-    log_dir = data_dir / "logs"
-    props = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "log.dirs": str(log_dir),
-        "num.partitions": "6",
-        "default.replication.factor": "1",
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "min.insync.replicas": "1",
-        "group.initial.rebalance.delay.ms": "0",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "log.retention.hours": "168",
-        "num.network.threads": "2",
-        "num.io.threads": "4",
-    }
-    if secure:
-        from services.devkit import broker_secure
-
-        props.update(broker_secure.broker_properties(data_dir, HOST, port, controller_port))
-    body = "# Written by onevoice (services/devkit/broker.py) on each start.\n"
-    body += "".join(f"{k}={v}\n" for k, v in props.items())
-    fd = os.open(props_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a secure broker's holds passwords
-    with os.fdopen(fd, "w") as fh:
-        fh.write(body)
-    os.chmod(props_path, 0o600)
-    (data_dir / LOG4J_FILE).write_text(_LOG4J2.format(log=data_dir / BROKER_LOG))
-    return props_path
-
-
-def _format_storage(java: str, libs: Path, data_dir: Path, props_path: Path, extra: list[str] = ()) -> None:
-    if (data_dir / "logs" / "meta.properties").exists():
-        return
-    cmd = [
-        java,
-        f"-Dlog4j2.configurationFile={data_dir / LOG4J_FILE}",
-        "-cp",
-        f"{libs}/*",
-        "kafka.tools.StorageTool",
-        "format",
-        "-t",
-        _random_cluster_id(),
-        "-c",
-        str(props_path),
-        *extra,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        from services.redact import mask_text
-
-        raise BrokerError(f"Formatting Kafka storage in {data_dir / 'logs'} failed:\n"
-                          f"{mask_text(proc.stdout + proc.stderr, _passwords(data_dir))}")
-
-
-def _passwords(data_dir: Path) -> list[str]:
-    from services.devkit import broker_secure
-
-    return list(broker_secure.credentials(data_dir).values()) if broker_secure.is_secure(data_dir) else []
-
-
 def start_broker(port: int = 9092, data_dir: Path | None = None, *, quiet: bool = False, secure: bool = False) -> str:
     """Start a local single-node Kafka (KRaft) on ``127.0.0.1:port``; return its bootstrap address.
 
@@ -487,14 +192,14 @@ def start_broker(port: int = 9092, data_dir: Path | None = None, *, quiet: bool 
     """
     from services.devkit import broker_secure
 
-    data_dir = _resolve_data_dir(data_dir, port)
+    data_dir = resolve_data_dir(data_dir, port)
     data_dir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + START_TIMEOUT_S
     formatted = (data_dir / "logs" / "meta.properties").exists()
     if formatted and broker_secure.is_secure(data_dir) != secure:
         raise BrokerError(f"The broker data in {data_dir} was made {'with' if not secure else 'without'} --secure; "
                           f"start it the same way, or use another --data-dir.")
-    with _file_lock(data_dir / ".lock"):
+    with file_lock(data_dir / ".lock"):
         pid = _running_pid(data_dir)
         if pid is not None:
             status = broker_status(data_dir, port)
@@ -503,29 +208,28 @@ def start_broker(port: int = 9092, data_dir: Path | None = None, *, quiet: bool 
                     f"The broker of {data_dir} already runs on port {status.port} (pid {pid}), not {port}; "
                     f"stop it first or use another --data-dir."
                 )
-            with _status(quiet, f"Waiting for the Kafka broker on {_bootstrap(port)}…"):
+            with spinner(quiet, f"Waiting for the Kafka broker on {bootstrap_of(port)}…"):
                 _wait_ready(pid, port, data_dir, deadline)
             if secure:
-                broker_secure.ensure_acls(_java(), ensure_kafka_jars(quiet=True),
-                                          broker_secure.ensure_tools_jar(_kafka_cache_dir(), KAFKA_VERSION),
-                                          data_dir, _bootstrap(port))
-            return _bootstrap(port)
+                broker_secure.ensure_acls(find_java(), ensure_kafka_jars(quiet=True), ensure_tools_jar(),
+                                          data_dir, bootstrap_of(port))
+            return bootstrap_of(port)
         (data_dir / PID_FILE).unlink(missing_ok=True)
-        if not _port_bindable(port):
+        if not port_bindable(port):
             raise BrokerError(
                 f"Port {port} on {HOST} is already in use by another process (not the broker of {data_dir}). "
                 f"Pick another --port, or stop what listens there."
             )
 
         libs = ensure_kafka_jars(quiet=quiet)
-        java = _java()
-        tools = broker_secure.ensure_tools_jar(_kafka_cache_dir(), KAFKA_VERSION) if secure else None
-        with _status(quiet, f"Starting Apache Kafka {KAFKA_VERSION} on {_bootstrap(port)}"
+        java = find_java()
+        tools = ensure_tools_jar() if secure else None
+        with spinner(quiet, f"Starting Apache Kafka {KAFKA_VERSION} on {bootstrap_of(port)}"
                             f"{' (SASL_SSL, ACLs)' if secure else ''}…"):
             if secure:
                 broker_secure.ensure_certificates(data_dir, broker_secure.credentials(data_dir)["keystore"])
-            props_path = _write_config(data_dir, port, secure)
-            _format_storage(java, libs, data_dir, props_path, broker_secure.scram_arguments(data_dir) if secure else [])
+            props_path = write_config(data_dir, port, secure)
+            format_storage(java, libs, data_dir, props_path, broker_secure.scram_arguments(data_dir) if secure else [])
             cmd = [
                 java,
                 # The JVM options of Kafka's own kafka-server-start.sh (KAFKA_HEAP_OPTS and
@@ -562,12 +266,12 @@ def start_broker(port: int = 9092, data_dir: Path | None = None, *, quiet: bool 
             try:
                 _wait_ready(proc.pid, port, data_dir, deadline, proc)
                 if secure:
-                    broker_secure.ensure_acls(java, libs, tools, data_dir, _bootstrap(port))
+                    broker_secure.ensure_acls(java, libs, tools, data_dir, bootstrap_of(port))
             except BrokerError:
                 _terminate(proc.pid, data_dir, timeout=10)
                 (data_dir / PID_FILE).unlink(missing_ok=True)
                 raise
-    return _bootstrap(port)
+    return bootstrap_of(port)
 
 
 def _terminate(pid: int, data_dir: Path, timeout: float) -> None:
@@ -593,7 +297,7 @@ def stop_broker(data_dir: Path | None = None, port: int = 9092) -> bool:
 
     Returns whether a broker was running.
     """
-    data_dir = _resolve_data_dir(data_dir, port)
+    data_dir = resolve_data_dir(data_dir, port)
     pid = _running_pid(data_dir)
     if pid is None:
         (data_dir / PID_FILE).unlink(missing_ok=True)

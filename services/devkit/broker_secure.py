@@ -17,7 +17,7 @@ says the same for a real cluster):
 Passwords are made once per data directory (``secure/credentials.json``, mode 0600) and the
 users exist from the first start (``StorageTool format --add-scram``); ACLs are created once,
 after the first start, with Kafka's AclCommand (``org.apache.kafka:kafka-tools``, one jar fetched
-with Maven); both survive restarts.
+with Maven: services/devkit/kafka_jars.py); both survive restarts.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.registry import INPUT_TOPICS, OUTPUT_TOPICS, RELAYED_TOPICS
+from services.devkit.broker_common import BrokerError
 
 MECHANISM = "SCRAM-SHA-512"
 SECURE_DIR = "secure"
 CREDENTIALS = "credentials.json"
 ACLS_MARKER = "acls.applied"
-KAFKA_TOOLS = "kafka-tools"
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,6 @@ def credentials(data_dir: Path) -> dict[str, str]:
 def _run(cmd: list[str], what: str, cwd: Path) -> None:
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
-        from services.devkit.broker import BrokerError
-
         raise BrokerError(f"{what} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-800:]}")
 
 
@@ -115,8 +113,6 @@ def ensure_certificates(data_dir: Path, store_password: str) -> None:
         return
     openssl, keytool = shutil.which("openssl"), shutil.which("keytool")
     if not openssl or not keytool:
-        from services.devkit.broker import BrokerError
-
         raise BrokerError("--secure needs `openssl` and `keytool` (Java) on PATH to make the certificates.")
     d.mkdir(parents=True, exist_ok=True)
     (d / "broker.ext").write_text("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
@@ -210,44 +206,6 @@ def aiokafka_options(data_dir: Path, principal: str) -> dict:
 # --------------------------------------------------------------------------- ACLs
 
 
-def _tools_pom(version: str) -> str:
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<!-- Written by onevoice (services/devkit/broker_secure.py): Kafka AclCommand, for a secure local broker. -->
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>local.onevoice</groupId>
-  <artifactId>onevoice-kafka-tools</artifactId>
-  <version>{version}</version>
-  <packaging>pom</packaging>
-</project>
-"""
-
-
-def ensure_tools_jar(cache_dir: Path, version: str) -> Path:
-    """`org.apache.kafka:kafka-tools:<version>` (AclCommand; the broker jars bring its dependencies)."""
-    from services.devkit.broker import BrokerError, _file_lock
-
-    target = cache_dir / KAFKA_TOOLS
-    jar = target / f"kafka-tools-{version}.jar"
-    if jar.exists():
-        return target
-    with _file_lock(cache_dir / ".tools.lock"):
-        if jar.exists():
-            return target
-        mvn = shutil.which("mvn")
-        if not mvn:
-            raise BrokerError("`mvn` (Apache Maven) not found: it fetches Kafka's AclCommand jar the first time.")
-        target.mkdir(parents=True, exist_ok=True)
-        pom = target / "pom.xml"
-        pom.write_text(_tools_pom(version))
-        proc = subprocess.run([mvn, "-q", "-B", "-f", str(pom), "dependency:copy",
-                               f"-Dartifact=org.apache.kafka:kafka-tools:{version}", f"-DoutputDirectory={target}"],
-                              cwd=target, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0 or not jar.exists():
-            raise BrokerError(f"fetching kafka-tools {version} failed: {(proc.stdout + proc.stderr).strip()[-800:]}")
-    return target
-
-
 def acl_commands(bootstrap: str, config: Path) -> list[list[str]]:
     """One AclCommand argument list per grant."""
     calls = []
@@ -273,8 +231,6 @@ def _spec_digest() -> str:
 
 def ensure_acls(java: str, libs: Path, tools: Path, data_dir: Path, bootstrap: str) -> None:
     """Create the ACLs of `PRINCIPALS` once per data directory (again when the table changes)."""
-    from services.devkit.broker import BrokerError
-
     marker = secure_dir(data_dir) / ACLS_MARKER
     if marker.exists() and marker.read_text().strip() == _spec_digest():
         return
