@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
-from sqlalchemy import Engine, select, tuple_
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from schemas.decode import Event, InvalidMessage
@@ -268,13 +268,7 @@ class Processor:
     def _conflicting(self, batch: Batch, repeated: list, first: dict, claimed_now: set) -> list:
         """Among repeated events, those whose content differs from the first one's, as dead letters to write."""
         conn = batch.repo.conn
-        stored_keys = sorted({key for key, _, _ in repeated if key not in claimed_now})
-        stored: dict[tuple, str | None] = {}
-        c = t.processed_events.c
-        for start in range(0, len(stored_keys), 500):
-            part = stored_keys[start:start + 500]
-            stored.update(((s, i), d) for s, i, d in conn.execute(
-                select(c.source, c.event_id, c.digest).where(tuple_(c.source, c.event_id).in_(part))))
+        stored = batch.repo.stored_digests({key for key, _, _ in repeated if key not in claimed_now})
         conflicts = []
         for key, digest, (record, _) in repeated:
             reference = first[key] if key in claimed_now else stored.get(key)

@@ -150,13 +150,15 @@ class KeyAccountReads:
                 caught_up[root] = cached
             else:
                 missing.append(root)
-        self._catch_up(caught_up)
         first_met = [root for root in missing if root in changed and root not in reread and cache is not None
                      and not cache.met_before(root)]
-        if missing:
+        if reread.intersection(missing):  # their accounts changed: read as written (nothing to catch up on)
             self.flush(t.accounts, t.agreements, t.promotions, t.alerts, t.alert_evidence)
         full = self._read_states(sorted(set(missing) - set(first_met)), rules)
         partial = self._read_states(first_met, rules, sorted({i for root in first_met for i in changed[root]}))
+        # The others were read without this transaction's unsent writes: they catch up like cached ones
+        self._catch_up({**caught_up, **{root: state for fresh in (full, partial) for root, state in fresh.items()
+                                        if root not in reread}})
         known = self._rows["alerts"]
         for fresh in (caught_up, full, partial):
             for state in fresh.values():
@@ -235,9 +237,13 @@ class KeyAccountReads:
                           and_(g.scope == "global", g.contract_type.in_(sorted(contract_types)))
                           if contract_types else false())
         for part in chunks(roots):
+            written = self._written.get("accounts", {})
             for row in self.conn.execute(select(a).where(a.c.root_id.in_(part))):
-                mapping = dict(row._mapping)
-                self._rows["accounts"][(row.account_id,)] = mapping
+                mapping = written.get((row.account_id,))
+                if mapping is None:
+                    mapping = self._rows["accounts"][(row.account_id,)] = dict(row._mapping)
+                elif mapping["root_id"] != row.root_id:  # written since, not yet sent: it belongs elsewhere now
+                    continue
                 states[row.root_id].accounts[row.account_id] = _account(mapping)
             agreements = select(a.c.root_id, t.agreements).join(a, a.c.account_id == g.account_id).where(
                 a.c.root_id.in_(part))
@@ -292,9 +298,9 @@ class KeyAccountReads:
         known = self._promotions_by_pair
         wanted = {pair for pair in pairs if pair not in known}
         if wanted:
-            self.flush(t.promotions)
             for pair in wanted:
                 known[pair] = {}
+            stored_pair: dict[str, tuple[str, str]] = {}
             countries, products = sorted({c for c, _ in wanted}), sorted({p for _, p in wanted})
             c = t.promotions.c
             columns = (c.promotion_id, c.country, c.product_id, c.price, c.currency, c.valid_from, c.valid_to,
@@ -306,6 +312,14 @@ class KeyAccountReads:
                 for row in rows:
                     if (row[1], row[2]) in wanted:
                         known[(row[1], row[2])][row[0]] = _promotion(*row)
+                        stored_pair[row[0]] = (row[1], row[2])
+            # Read without this transaction's unsent launches: lay them over
+            for (promotion_id,), row in self._written.get("promotions", {}).items():
+                before = stored_pair.get(promotion_id)
+                if before is not None and before != (row["country"], row["product_id"]):
+                    known[before].pop(promotion_id, None)
+                if (pair := (row["country"], row["product_id"])) in wanted:
+                    known[pair][promotion_id] = _promotion(*(row[name] for name in _PROMOTION_COLUMNS))
         return {pair: [found[i] for i in sorted(found)] for pair in pairs if (found := known[pair])}
 
     def follow_promotion(self, previous: dict | None, row: dict) -> None:

@@ -249,10 +249,26 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         self.prefetch(t.alerts, [(i,) for i in alert_ids])
         return {k[0]: row["key_account_id"] for k, row in self._rows["alerts"].items() if row is not None}
 
+    def stored_digests(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+        """The content digest stored for each of these `(source, id)` pairs seen before (CONTRACT §2)."""
+        keys = sorted(set(keys))
+        c = t.processed_events.c
+        found: dict[tuple[str, str], str | None] = {}
+        for part in chunks(keys):
+            rows = (fetch_rows(self.conn, _DIGESTS_SQL, {"sources": [s for s, _ in part], "ids": [i for _, i in part]})
+                    if self._postgres else self.conn.execute(
+                        select(c.source, c.event_id, c.digest).where(tuple_(c.source, c.event_id).in_(part))))
+            found.update(((source, event_id), digest) for source, event_id, digest in rows)
+        return found
+
     def key_accounts_with_open_alerts(self, rules: Iterable[str]) -> list[str]:
         c = t.alerts.c
         return sorted(self.conn.execute(select(c.key_account_id).distinct().where(
             c.rule.in_(list(rules)), c.status.not_in(list(CLOSED_STATUSES)))).scalars())
+
+
+_DIGESTS_SQL = ("SELECT source, event_id, digest FROM processed_events WHERE (source, event_id) IN "
+                "(SELECT * FROM unnest(%(sources)b::VARCHAR[], %(ids)b::VARCHAR[]))")
 
 
 def add_to_counters(conn: Connection, instance: str, counts: dict[str, int]) -> None:
