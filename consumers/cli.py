@@ -1,4 +1,8 @@
-"""The `onevoice` command line (CONTRACT §1): broker, run, replay, demo, schemas."""
+"""The `onevoice` command line (CONTRACT §1): broker, run, replay, demo, schemas, and the commands of services/.
+
+At the edge, beside the service loop it runs: `onevoice` (pyproject's `[project.scripts]`) and
+`python -m consumers.cli` start it here.
+"""
 
 from __future__ import annotations
 
@@ -173,7 +177,7 @@ def demo(
     example scenarios, and show what each KAM and each finance/ERP system received.
 
     Uses a broker, data directory and stores of its own, and refuses any that hold other than demo data."""
-    from services.demo import run_demo
+    from consumers.demo import run_demo
 
     logging.basicConfig(level=logging.WARNING)
     if run_demo(console, port=port, data_dir=data_dir, keep_broker=keep_broker):

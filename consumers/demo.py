@@ -162,7 +162,8 @@ async def read_notices(bootstrap: str, since: dict) -> list[dict]:
 
 
 async def run_one(scenario: dict, places: DemoPlaces):
-    from services.devkit.scenario_runner import end_offsets, run_scenario_live
+    from consumers.live_scenarios import run_scenario_live
+    from services.devkit.scenario_runner import end_offsets
 
     url = places.store_url(scenario["name"])
     path = places.stores / f"{scenario['name']}.db"

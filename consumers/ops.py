@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from schemas.outputs import OpsSnapshot
 from services.domain import CLOSED_STATUSES, iso
+from services.kafka_clients import client_options
 from services.observability import metrics as m
 from services.observability.batch_summary import summarise_outputs
 from services.observability.health import HealthServer
@@ -44,15 +45,6 @@ def read_snapshot(engine) -> dict:
     return snapshot
 
 
-def kafka_client_options(settings) -> dict:
-    """How this process's extra Kafka clients (lag probe) connect: the service's own client settings."""
-    try:
-        from services.kafka_clients import client_options  # the security settings, where configured
-    except ImportError:
-        return {"bootstrap_servers": settings.kafka_bootstrap}
-    return client_options(settings)
-
-
 class OpsReporter:
     def __init__(self, service, producer=None):
         self.service = service
@@ -60,7 +52,8 @@ class OpsReporter:
         self.latency = PublishLatency()
         self.last_activity = time.monotonic()  # the consumer loop's last turn
         self.last_batch: dict | None = None
-        self._lag = LagProbe(kafka_client_options(service.settings), service.settings.group_id)
+        # the lag probe connects as the service's own clients do (security settings included)
+        self._lag = LagProbe(client_options(service.settings), service.settings.group_id)
         self._server: HealthServer | None = None
 
     # -- endpoints --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """`onevoice alerts`, `onevoice status`, `onevoice report`: what operations and managers ask of a running onevoice.
 
 All three read the store (and, for `status`, the broker's view of the consumer group); none of
-them writes anything or joins the group. Mounted by services/cli.py through `register_ops_commands`.
+them writes anything or joins the group. Mounted by consumers/cli.py through `register_ops_commands`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`onevoice broker …`: start and stop the local single-node Apache Kafka (KRaft).
 
-Mounted by services/cli.py as ``app.add_typer(broker_app, name="broker")``.
+Mounted by consumers/cli.py as ``app.add_typer(broker_app, name="broker")``.
 """
 
 from __future__ import annotations

@@ -7,16 +7,15 @@ import asyncio
 from sqlalchemy import Engine
 
 from services.domain import utcnow
+from services.kafka_clients import client_options
 from services.observability.lag import LagProbe
 from services.observability.store_probe import read_instances, read_store_health
 
 
 async def gather_status(settings, engine: Engine) -> dict:
-    from consumers.ops import kafka_client_options
-
     health = await asyncio.to_thread(read_store_health, engine, utcnow())
     instances = await asyncio.to_thread(read_instances, engine)
-    probe = LagProbe(kafka_client_options(settings), settings.group_id)
+    probe = LagProbe(client_options(settings), settings.group_id)
     try:
         lag = await probe.measure()
     finally:

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from services.devkit.scenario_runner import run_scenario_live
+from consumers.live_scenarios import run_scenario_live
 from services.scenarios import bundled_scenarios, normalised_expectation
 
 SCENARIOS = {s["name"]: s for s in bundled_scenarios()}

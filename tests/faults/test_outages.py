@@ -273,7 +273,7 @@ def test_giving_up_at_start_is_one_line(rig, tmp_path):
     env.update(ONEVOICE_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
                ONEVOICE_DATABASE_URL=f"postgresql://kam:{DB_PASSWORD}@127.0.0.1:{free_port()}/nowhere",
                ONEVOICE_STARTUP_WAIT_S="3")
-    proc = subprocess.run([sys.executable, "-m", "services.cli", "run"], env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "consumers.cli", "run"], env=env, capture_output=True, text=True,
                           timeout=120, cwd=Path(__file__).resolve().parents[2])
     (rig.tmp / "give-up.log").write_text(proc.stdout + proc.stderr)
     assert proc.returncode != 0

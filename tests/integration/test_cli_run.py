@@ -44,12 +44,12 @@ async def test_run_replay_ops_and_clean_sigterm(kafka_bootstrap, sqlite_url, tmp
     ops_before = await end_offsets(kafka_bootstrap, ("kam.ops",))
     env = _env(kafka_bootstrap, sqlite_url, group)
 
-    replay = subprocess.run([sys.executable, "-m", "services.cli", "replay", str(events_file)], env=env,
+    replay = subprocess.run([sys.executable, "-m", "consumers.cli", "replay", str(events_file)], env=env,
                             capture_output=True, text=True, timeout=60)
     assert replay.returncode == 0, replay.stderr
     assert f"published {len(lines)} events" in replay.stdout
 
-    service = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], env=env,
+    service = subprocess.Popen([sys.executable, "-m", "consumers.cli", "run"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         await wait_until_caught_up(kafka_bootstrap, group)

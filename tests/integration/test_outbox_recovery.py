@@ -8,7 +8,8 @@ from aiokafka import TopicPartition
 from sqlalchemy import func, select, update
 
 from services.config import Settings
-from services.devkit.scenario_runner import end_offsets, read_outputs, run_scenario_live
+from consumers.live_scenarios import run_scenario_live
+from services.devkit.scenario_runner import end_offsets, read_outputs
 from services.scenarios import bundled_scenarios
 from services.store import tables as t
 from services.store.db import make_engine

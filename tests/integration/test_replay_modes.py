@@ -55,7 +55,7 @@ async def _read_since(bootstrap: str, since: dict, wanted: int, timeout_s: float
 
 def _replay(path, bootstrap: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ONEVOICE_KAFKA_BOOTSTRAP": "127.0.0.1:1"}  # --bootstrap must win
-    return subprocess.run([sys.executable, "-m", "services.cli", "replay", str(path), "--bootstrap", bootstrap, *args],
+    return subprocess.run([sys.executable, "-m", "consumers.cli", "replay", str(path), "--bootstrap", bootstrap, *args],
                           env=env, capture_output=True, text=True, timeout=120)
 
 

@@ -21,7 +21,7 @@ from aiokafka.errors import TopicAuthorizationFailedError
 from services import kafka_clients
 from services.devkit import broker_secure
 from services.config import Settings
-from services.devkit.scenario_runner import run_scenario_live
+from consumers.live_scenarios import run_scenario_live
 from services.scenarios import bundled_scenarios, normalised_expectation
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,12 +40,12 @@ def secure_broker(tmp_path_factory):
     """(bootstrap, data_dir) of a `--secure` broker, started with the real command line."""
     data_dir = tmp_path_factory.mktemp("kafka-secure")
     port = _free_port()
-    proc = subprocess.run([sys.executable, "-m", "services.cli", "broker", "start", "--secure", "--quiet",
+    proc = subprocess.run([sys.executable, "-m", "consumers.cli", "broker", "start", "--secure", "--quiet",
                            "--port", str(port), "--data-dir", str(data_dir)], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     yield proc.stdout, f"127.0.0.1:{port}", data_dir
-    subprocess.run([sys.executable, "-m", "services.cli", "broker", "stop", "--port", str(port), "--data-dir",
+    subprocess.run([sys.executable, "-m", "consumers.cli", "broker", "stop", "--port", str(port), "--data-dir",
                     str(data_dir)], cwd=REPO_ROOT, capture_output=True, timeout=120)
 
 
@@ -113,7 +113,7 @@ def test_a_wrong_password_ends_the_start_in_one_line_without_the_password(secure
     env.update(broker_secure.client_environment(data_dir, bootstrap, "onevoice"),
                ONEVOICE_KAFKA_SASL_PASSWORD=wrong, ONEVOICE_DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
                ONEVOICE_STARTUP_WAIT_S="4")
-    proc = subprocess.run([sys.executable, "-m", "services.cli", "run"], cwd=REPO_ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "consumers.cli", "run"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr

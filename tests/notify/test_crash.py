@@ -27,7 +27,7 @@ class NotifyProcess:
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "notify"], cwd=REPO, env=self.env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "consumers.cli", "notify"], cwd=REPO, env=self.env,
                                          stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:

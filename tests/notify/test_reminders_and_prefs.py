@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from typer.testing import CliRunner
 
-from services.cli import app
+from consumers.cli import app
 from services.notify.deliveries import DeliveryLog
 from tests.notify.harness import delivery_states
 from tests.notify.servers import SmtpServer

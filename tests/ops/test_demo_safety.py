@@ -8,7 +8,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 
-from services.demo import DemoPlaces, ForeignData, check_stores
+from consumers.demo import DemoPlaces, ForeignData, check_stores
 from services.store.db import create_tables, make_engine
 from tests.ops.support import free_port
 from tests.ops.test_setup_mistakes import assert_short_message, onevoice

@@ -21,7 +21,7 @@ def onevoice(*args: str, timeout: float = 120, **settings) -> tuple[int, str]:
     env = service_env(**settings)
     if "startup_wait_s" in Settings.model_fields and "startup_wait_s" not in settings:
         env["ONEVOICE_STARTUP_WAIT_S"] = "0"  # a missing server is a mistake to report, not to wait for
-    done = subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=REPO_ROOT, env=env, timeout=timeout,
+    done = subprocess.run([sys.executable, "-m", "consumers.cli", *args], cwd=REPO_ROOT, env=env, timeout=timeout,
                           capture_output=True, text=True)
     return done.returncode, done.stdout + done.stderr
 

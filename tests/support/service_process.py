@@ -24,7 +24,7 @@ class ServiceProcess:
         log = open(self.log_path, "ab")
         log.write(f"\n===== start #{self.starts + 1} =====\n".encode())
         log.flush()
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], cwd=REPO_ROOT, env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "consumers.cli", "run"], cwd=REPO_ROOT, env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.starts += 1

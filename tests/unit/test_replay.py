@@ -11,7 +11,7 @@ from cloudevents.core.formats.json import JSONFormat
 from typer.testing import CliRunner
 
 from schemas import decode_event
-from services.cli import ContentMode, app
+from consumers.cli import ContentMode, app
 from services.devkit.replay import REPLAY_MODES, LineProblem, binary_message, prepare_line, replay_file
 
 from .schema_samples import encode, envelope, event_with

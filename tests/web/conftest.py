@@ -62,7 +62,7 @@ class LiveStack:
         """A token from `onevoice token create` (its last line of stdout), one per person and options."""
         key = " ".join((person_id, *extra))
         if key not in self.tokens:
-            out = subprocess.run([sys.executable, "-m", "services.cli", "token", "create", person_id, *extra],
+            out = subprocess.run([sys.executable, "-m", "consumers.cli", "token", "create", person_id, *extra],
                                  cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=120)
             assert out.returncode == 0, out.stderr
             self.tokens[key] = out.stdout.strip().splitlines()[-1]
@@ -154,7 +154,7 @@ def live_stack(kafka_bootstrap, postgres_url, tmp_path_factory):
         port = _free_port()
         web_log = logs / "web.log"
         with open(web_log, "wb") as out:
-            web = subprocess.Popen([sys.executable, "-m", "services.cli", "web", "--port", str(port)], cwd=REPO_ROOT,
+            web = subprocess.Popen([sys.executable, "-m", "consumers.cli", "web", "--port", str(port)], cwd=REPO_ROOT,
                                    env=env, stdout=out, stderr=subprocess.STDOUT)
         stack = LiveStack(f"http://127.0.0.1:{port}", kafka_bootstrap, database_url, group_id, env, suffix, output_start,
                           logs)
