@@ -27,7 +27,7 @@ from services.rules.exceptions import STOCK_RULE, allocate, is_shortage, judge_d
 from services.rules.notices import HANDOVER_RULE, commitment_notice, handover_finding, tier_change_notice
 from services.store import tables as t
 from services.store.queries import key_account_picture
-from services.store.state import StateRepository, agreement_from_row, dumps
+from services.store.state import StateRepository, dumps
 
 AGREEMENT_KINDS = {"price.agreed": "price", "contract.negotiated": "contract", "service.agreed": "service"}
 #: the columns of an agreement row that come straight from the event's data (CONTRACT §3)
@@ -145,16 +145,17 @@ def on_agreement(batch: Batch, settings: Settings, record: InputRecord, event: E
                   valid_to=_day(fields.get("valid_to")),
                   price=None if fields.get("price") is None else str(data.price))
     repo.put(t.agreements, values)
-    if repo.account(data.account_id) is None:
+    account = repo.account(data.account_id)
+    if account is None:
         batch.result.unknown_accounts += 1
-    batch.touch_agreement(repo.root_of(data.account_id), ref(event), data.agreement_id)
-    if previous is not None:
+    root = account.root_id if account is not None else data.account_id
+    batch.touch_agreement(root, ref(event), data.agreement_id)
+    if previous is not None and previous["account_id"] != data.account_id:
         batch.touch_agreement(repo.root_of(previous["account_id"]), ref(event), data.agreement_id)
-    key_account = repo.key_account_of(data.account_id)
-    if key_account is not None:
-        team = repo.teams([key_account.account_id])[key_account.account_id]
-        notice = commitment_notice(agreement_from_row(values), repo.account(data.account_id), key_account, team,
-                                   settings.fallback_assignee)
+    key_account = repo.account(root) if account is not None else None
+    if key_account is not None and key_account.tier != "none":
+        team = repo.teams([root])[root]
+        notice = commitment_notice(repo.as_agreement(values), account, key_account, team, settings.fallback_assignee)
         _send_notice(batch, notice, event)
 
 

@@ -38,8 +38,10 @@ class Hierarchy:
         row = self.get(t.accounts, account_id)
         return self._as_account(row) if row is not None else None
 
-    def _as_agreement(self, row: dict) -> Agreement:
+    def as_agreement(self, row: dict) -> Agreement:
+        """The Agreement of a row, built once per row object (judging and the handlers share it)."""
         return _built_once(self._agreements_built, row["agreement_id"], row, _agreement)
+
 
     def _as_account(self, row: dict) -> Account:
         return _built_once(self._accounts_built, row["account_id"], row, _account)

@@ -190,7 +190,7 @@ class KeyAccountReads:
                     if before in live:
                         live[before].drop_agreement(agreement_id)
             if root in live:
-                live[root].put_agreement(self._as_agreement(row))
+                live[root].put_agreement(self.as_agreement(row))
             return
         root = row["key_account_id"]
         self._written_alerts_by_root[root].add(row["alert_id"])
@@ -213,7 +213,7 @@ class KeyAccountReads:
                 if self._written_roots.get(agreement_id) != root:
                     state.drop_agreement(agreement_id)
             for agreement_id in self._written_by_root.get(root, ()):
-                state.put_agreement(self._as_agreement(written[(agreement_id,)]))
+                state.put_agreement(self.as_agreement(written[(agreement_id,)]))
             for alert_id in self._written_alerts_by_root.get(root, ()):
                 if (row := alerts[(alert_id,)])["rule"] in self._state_rules:
                     state.follow_alert(row)
@@ -278,7 +278,7 @@ class KeyAccountReads:
                 states[holder].drop_agreement(agreement_id)
             if root in states:
                 if root not in read:
-                    states[root].put_agreement(self._as_agreement(written[(agreement_id,)]))
+                    states[root].put_agreement(self.as_agreement(written[(agreement_id,)]))
                 index[agreement_id] = root
             else:
                 index.pop(agreement_id, None)
