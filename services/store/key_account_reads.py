@@ -42,13 +42,14 @@ class KeyAccountReads:
 
         Cached for the batch: a global price written since joins (`put`), an account written drops the cache.
         """
-        wanted = sorted({p for p in pairs if p not in self._undercut})
+        known = self._undercut
+        wanted = sorted({(country, product) for country, product in pairs if country not in known.get(product, ())})
         if not wanted:
             return
         self.flush(t.accounts, t.agreements)
         here, anywhere, price = t.accounts.alias("here"), t.accounts.alias("anywhere"), t.agreements
-        for pair in wanted:
-            self._undercut[pair] = set()
+        for country, product in wanted:
+            known.setdefault(product, {})[country] = set()
         # Driven by the product index, pairs checked here: a list of (country, product) tuples becomes
         # a chain of ORs that PostgreSQL evaluates row by row after a sequential scan.
         for part in chunks(sorted({p for _, p in wanted})):
@@ -61,13 +62,13 @@ class KeyAccountReads:
                     .join(price, price.c.account_id == anywhere.c.account_id)
                     .where(price.c.product_id.in_(part), price.c.kind == "price", price.c.scope == "global"))
             for country, product_id, root_id in rows:
-                if (country, product_id) in self._undercut:
-                    self._undercut[(country, product_id)].add(root_id)
+                if (roots := known[product_id].get(country)) is not None:
+                    roots.add(root_id)
 
     def key_accounts_undercut_in(self, country: str, product_id: str) -> set[str]:
         """Roots a promotion in `country` for `product_id` may undercut (see `prefetch_undercut`)."""
         self.prefetch_undercut([(country, product_id)])
-        return self._undercut[(country, product_id)]
+        return self._undercut[product_id][country]
 
     # -- teams ----------------------------------------------------------------------------
 

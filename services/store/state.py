@@ -68,7 +68,7 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         self._teams: dict[str, Team] = {}
         self._has_children: dict[str, bool] = {}
         self._alerts_by_ref: dict[tuple[str, str | None], set[str]] = defaultdict(set)
-        self._undercut: dict[tuple[str, str], set[str]] = {}
+        self._undercut: dict[str, dict[str, set[str]]] = {}  # product -> country -> roots (prefetch_undercut)
         self._promotions_by_pair: dict[tuple[str, str], dict[str, Promotion]] = {}
         self._commits_at_start = Later(rows=[])  # the store's `commits` version before this transaction read
         self._nobody_committed = False  # ... and it is the same under the locks `validate_keys` checked last
@@ -118,11 +118,12 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         return {i: row for i in ids if (row := self.known(t.agreements, i) or self.known(t.promotions, i)) is not None}
 
     def put(self, table: Table, row: dict) -> None:
-        key = tuple(row[n] for n in KEYS[table.name])
-        previous = self._rows[table.name].get(key)
-        self._rows[table.name][key] = row
-        self._pending[table.name][key] = row
-        self._written[table.name][key] = row
+        name = table.name
+        names = KEYS[name]
+        key = (row[names[0]],) if len(names) == 1 else tuple([row[n] for n in names])
+        rows = self._rows[name]
+        previous = rows.get(key)
+        rows[key] = self._pending[name][key] = self._written[name][key] = row
         if table is t.alerts:
             self._alerts_by_ref[(row["rule"], row["ref_id"])].add(row["alert_id"])
             self.follow_write("alerts", previous, row)
@@ -132,9 +133,8 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
                 # A promotion of this product launched later in the batch may undercut this key account.
                 # Counted in every country: one it has no account in only costs a judging that finds nothing.
                 root = self.root_of(row["account_id"])
-                for pair, roots in self._undercut.items():
-                    if pair[1] == row["product_id"]:
-                        roots.add(root)
+                for roots in self._undercut.get(row["product_id"], {}).values():
+                    roots.add(root)
         elif table is t.promotions:
             self.follow_promotion(previous, row)
         elif table is t.accounts:
