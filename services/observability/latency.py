@@ -39,8 +39,7 @@ class PublishLatency:
         now = self.clock()
         while self._waiting and self._waiting[0][0] <= newest:
             _last, outputs, received_at = self._waiting.popleft()
-            for _ in range(outputs):
-                END_TO_END.observe(now - received_at)
+            observe_times(END_TO_END, now - received_at, outputs)
 
     def watch(self, relay) -> None:
         """Observe what `relay` publishes (its `_publish` returns once the broker acknowledged the rows)."""
@@ -53,3 +52,15 @@ class PublishLatency:
             return count
 
         relay._publish = observed
+
+
+def observe_times(histogram, amount: float, times: int) -> None:
+    """`histogram.observe(amount)` done `times` times, in one step: a batch's outputs share one latency,
+    and observing each (a lock and a bucket search apiece) cost 1 % of the service's time. Uses the
+    histogram's own counters as prometheus_client (pinned) lays them out; a test compares the two."""
+    histogram._raise_if_not_observable()
+    histogram._sum.inc(amount * times)
+    for i, bound in enumerate(histogram._upper_bounds):
+        if amount <= bound:
+            histogram._buckets[i].inc(times)
+            break

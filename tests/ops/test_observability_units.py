@@ -70,3 +70,24 @@ def test_passwords_are_masked_in_every_explanation():
                       Settings())
     assert "hunter2" not in message and "kam:***@db" in message and "ONEVOICE_DATABASE_URL" in message
     assert explain(RuntimeError("something else entirely")) is None
+
+
+def test_observing_a_latency_many_times_at_once_counts_as_observing_it_each_time():
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from services.observability.latency import observe_times
+
+    registry = CollectorRegistry()
+    one_by_one = Histogram("one_by_one", "", buckets=(0.01, 0.1, 1), registry=registry)
+    at_once = Histogram("at_once", "", buckets=(0.01, 0.1, 1), registry=registry)
+    for amount, times in ((0.05, 3), (0.005, 2), (7.0, 4)):
+        for _ in range(times):
+            one_by_one.observe(amount)
+        observe_times(at_once, amount, times)
+
+    def samples(name):
+        return {(s.name.replace(name, ""), tuple(sorted(s.labels.items()))): s.value
+                for metric in registry.collect() if metric.name == name for s in metric.samples
+                if not s.name.endswith("_created")}
+
+    assert samples("one_by_one") == samples("at_once")
