@@ -91,6 +91,10 @@ def postgres(url: str | None):
     the benchmark ran on are printed either way."""
     from tests.support.postgres import durability
 
+    if url and url.startswith("sqlite"):  # the SQLite default store, as `onevoice run` makes it
+        print(f"SQLite: {url}", flush=True)
+        yield url
+        return
     if url:
         engine = make_engine(url)
         metadata.drop_all(engine)

@@ -1,4 +1,4 @@
-"""Event-to-output latency at a steady rate on PostgreSQL.
+"""Event-to-output latency at a steady rate on PostgreSQL (or on SQLite: --database-url sqlite:///FILE).
 
 Runs a `Service` (fresh PostgreSQL database, fresh group at the current end of the input
 topics), then publishes generated events (bench/workload.py) at a fixed rate (default 500/s
