@@ -99,6 +99,17 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'onevoice.db'}"
 
 
+@pytest.fixture
+def store(sqlite_url):
+    """An engine on a fresh SQLite store with every table (a module that needs data in it overrides this)."""
+    from services.store.db import create_tables, make_engine
+
+    engine = make_engine(sqlite_url)
+    create_tables(engine)
+    yield engine
+    engine.dispose()
+
+
 def _slug(request: pytest.FixtureRequest) -> str:
     return re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name).strip("-").lower()[:40]
 

@@ -1,11 +1,12 @@
-"""Drive a shared scenario straight through the processor and timer (no Kafka): fast rule checks."""
+"""Drive a shared scenario straight through the processor and timer (no Kafka): fast rule checks, and the
+outputs notify's tests feed on (tests/notify/scenario_alerts.py)."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from services.config import Settings
 from services.inputs import InputRecord
@@ -17,26 +18,31 @@ from services.timers import EscalationTimer
 
 
 class Clock:
-    def __init__(self):
-        self.now = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
+    def __init__(self, start: datetime = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)):
+        self.now = start
 
     def __call__(self):
         return self.now
 
 
-def run_in_process(scenario: dict, database_url: str) -> dict:
+def outputs_in_process(scenario: dict, database_url: str, *, clock: Clock | None = None,
+                     prefix: str = "") -> list[tuple[str, dict]]:
+    """Run one scenario on `database_url`: (topic, message) of each output it made, in order. The store may hold
+    other scenarios' data (only this run's outputs count); `prefix` goes before its decision events' ids."""
     window = scenario.get("window_s") or 172800
     settings = Settings(database_url=database_url, decision_window_s=window)
     engine = make_engine(database_url)
     create_tables(engine)
-    clock = Clock()
+    clock = clock or Clock()
     processor = Processor(engine, settings, clock=clock)
     timer = EscalationTimer(engine, settings, clock=clock)
     offsets: dict[str, int] = {}
+    with engine.connect() as conn:
+        start = conn.execute(select(func.coalesce(func.max(t.outbox.c.id), 0))).scalar_one()
 
     def outputs():
         with engine.connect() as conn:
-            rows = conn.execute(select(t.outbox).order_by(t.outbox.c.id)).all()
+            rows = conn.execute(select(t.outbox).where(t.outbox.c.id > start).order_by(t.outbox.c.id)).all()
         return [(r.topic, json.loads(r.value)) for r in rows]
 
     def record(topic, key, value):
@@ -53,14 +59,17 @@ def run_in_process(scenario: dict, database_url: str) -> dict:
             alert_ids = [v["alert_id"] for topic, v in outputs()
                          if topic == "kam.alerts" and v["fingerprint"] == decide["fingerprint"]]
             alert_id = alert_ids[-1] if alert_ids else f"unknown-{index}"
-            event = decision_event(scenario["name"], index, alert_id, decide)
+            event = decision_event(f"{prefix}{scenario['name']}", index, alert_id, decide)
             processor.process([record("kam.decisions", alert_id.encode(), json.dumps(event).encode())])
         elif step.get("advance"):
             clock.now += timedelta(seconds=window + 1)
             timer.escalate_due()
     result = outputs()
     engine.dispose()
-    return summarise([v for tp, v in result if tp == "kam.alerts"],
-                     [v for tp, v in result if tp == "kam.instructions"],
-                     [v for tp, v in result if tp == "kam.dlq"],
-                     [v for tp, v in result if tp == "kam.notices"])
+    return result
+
+
+def run_in_process(scenario: dict, database_url: str) -> dict:
+    result = outputs_in_process(scenario, database_url)
+    return summarise(*([v for tp, v in result if tp == topic]
+                       for topic in ("kam.alerts", "kam.instructions", "kam.dlq", "kam.notices")))

@@ -15,17 +15,10 @@ SCENARIOS = {s["name"]: s for s in bundled_scenarios()}
 
 
 @pytest.mark.kafka
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-async def test_scenario_on_sqlite(name, kafka_bootstrap, sqlite_url):
-    run = await run_scenario_live(SCENARIOS[name], bootstrap=kafka_bootstrap, database_url=sqlite_url,
-                                  group_id=f"e2e-{uuid.uuid4().hex[:8]}")
-    assert run.summary == normalised_expectation(SCENARIOS[name])
-
-
-@pytest.mark.kafka
-@pytest.mark.postgres
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
-async def test_scenario_on_postgres(name, kafka_bootstrap, postgres_database):
-    run = await run_scenario_live(SCENARIOS[name], bootstrap=kafka_bootstrap, database_url=postgres_database,
+async def test_scenario(name, database, kafka_bootstrap, request):
+    url = request.getfixturevalue("sqlite_url" if database == "sqlite" else "postgres_database")
+    run = await run_scenario_live(SCENARIOS[name], bootstrap=kafka_bootstrap, database_url=url,
                                   group_id=f"e2e-{uuid.uuid4().hex[:8]}")
     assert run.summary == normalised_expectation(SCENARIOS[name])

@@ -229,33 +229,24 @@ def test_database_away_for_20_s(rig, reference):
 
 
 def test_start_while_the_broker_is_away(rig, reference):
-    run = Run(rig, "start-broker-down")
-    rig.stop_kafka()
-    began = time.monotonic()
-    run.service.start()
-    # measured from the first outage line on (the interpreter's start-up is no outage)
-    wait_for(lambda: "Kafka unavailable" in "\n".join(log_lines_between(run.log, 0)), 60, 0.2, "the outage line")
-    cpu = _sample_cpu(run, 10)
-    assert run.service.alive(), run.service.tail()
-    rig.start_kafka()
-    run.publish(1)
-    run.publish(2)
-    run.caught_up()
-    figures = run.outage_figures(began, *cpu, 0, run.log_size())
-    assert run.finish() == reference
-    _assert_calm(figures)
+    _start_during_outage(rig, reference, "start-broker-down", rig.stop_kafka, rig.start_kafka, "Kafka unavailable")
 
 
 def test_start_while_the_database_is_away(rig, reference):
-    run = Run(rig, "start-database-down")
-    rig.pg.stop()
+    _start_during_outage(rig, reference, "start-database-down", rig.pg.stop, rig.pg.start, "database unavailable")
+
+
+def _start_during_outage(rig, reference, name: str, stop, start, outage_line: str) -> None:
+    """The service starts while `stop` has taken something away, waits calmly, and works once `start` brings it."""
+    run = Run(rig, name)
+    stop()
     began = time.monotonic()
     run.service.start()
     # measured from the first outage line on (the interpreter's start-up is no outage)
-    wait_for(lambda: "database unavailable" in "\n".join(log_lines_between(run.log, 0)), 60, 0.2, "the outage line")
+    wait_for(lambda: outage_line in "\n".join(log_lines_between(run.log, 0)), 60, 0.2, "the outage line")
     cpu = _sample_cpu(run, 10)
     assert run.service.alive(), run.service.tail()
-    rig.pg.start()
+    start()
     run.publish(1)
     run.publish(2)
     run.caught_up()

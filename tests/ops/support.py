@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.support.kafka import send_messages
 from tests.support.postgres import _free_port, _pg, _run, _run_as, find_pg_bin
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -66,18 +67,7 @@ def scenario_messages(name: str, prefix: str) -> list[tuple[str, bytes | None, b
 
 
 def publish(bootstrap: str, messages) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    async def send():
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
-        await producer.start()
-        try:
-            for topic, key, value in messages:
-                await producer.send_and_wait(topic, value, key=key)
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())
+    asyncio.run(send_messages(bootstrap, messages))
 
 
 class StoppablePostgres:

@@ -10,7 +10,6 @@ import pytest
 from services.report import build_report
 from services.report.kpis import compute_kpis, weekly_backlog
 from services.report.load import Period, load_alert_facts
-from services.store.db import create_tables, make_engine
 from tests.ops.report_data import alert_row, history_row, workload, write
 
 UTC = timezone.utc
@@ -18,14 +17,6 @@ UTC = timezone.utc
 
 def at(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-@pytest.fixture
-def store(sqlite_url):
-    engine = make_engine(sqlite_url)
-    create_tables(engine)
-    yield engine
-    engine.dispose()
 
 
 def hand_case(engine) -> None:

@@ -3,29 +3,13 @@ dead letters whose `raw` is the value, wrong_topic changes nothing (CONTRACT §2
 
 from __future__ import annotations
 
-import json
-
 from sqlalchemy import select
 
-from services.config import Settings
 from services.inputs import InputRecord
-from services.processor import Processor
 from services.store import tables as t
-from services.store.db import create_tables, make_engine
 
+from .processing import outbox_messages, processor_on
 from .schema_samples import binary, binary_with, encode, envelope
-
-
-def _processor(url):
-    engine = make_engine(url)
-    create_tables(engine)
-    return engine, Processor(engine, Settings(database_url=url))
-
-
-def _outbox(engine, topic):
-    with engine.connect() as conn:
-        return [json.loads(r.value) for r in conn.execute(select(t.outbox).where(t.outbox.c.topic == topic)
-                                                          .order_by(t.outbox.c.id))]
 
 
 def _accounts(engine):
@@ -39,7 +23,7 @@ def _account_event(event_id: str, name: str, time: str = "2027-01-01T00:00:00Z")
 
 
 def test_an_event_sent_in_both_modes_is_applied_once(sqlite_url):
-    engine, processor = _processor(sqlite_url)
+    engine, processor = processor_on(sqlite_url)
     event = _account_event("e1", "ACME Group")
     headers, value = binary(event)
     first = processor.process([InputRecord("crm.accounts", 0, 0, b"ACME", value, tuple(headers))])
@@ -48,24 +32,24 @@ def test_an_event_sent_in_both_modes_is_applied_once(sqlite_url):
     assert (first.processed, first.duplicates) == (1, 0)
     assert (again.processed, again.duplicates) == (0, 2)
     assert _accounts(engine) == {"ACME": "ACME Group"}
-    assert _outbox(engine, "kam.dlq") == []
+    assert outbox_messages(engine, "kam.dlq") == []
 
 
 def test_the_same_id_with_other_content_in_the_other_mode_is_a_duplicate_conflict(sqlite_url):
-    engine, processor = _processor(sqlite_url)
+    engine, processor = processor_on(sqlite_url)
     processor.process([InputRecord("crm.accounts", 0, 0, b"ACME", encode(_account_event("e1", "ACME Group")))])
     headers, value = binary(_account_event("e1", "ACME Renamed"))
     processor.process([InputRecord("crm.accounts", 0, 1, b"ACME", value, tuple(headers))])
-    letters = _outbox(engine, "kam.dlq")
+    letters = outbox_messages(engine, "kam.dlq")
     assert [d["error"]["code"] for d in letters] == ["duplicate_conflict"]
     assert _accounts(engine) == {"ACME": "ACME Group"}  # the first one stands
 
 
 def test_a_binary_dead_letter_holds_the_value_as_raw(sqlite_url):
-    engine, processor = _processor(sqlite_url)
+    engine, processor = processor_on(sqlite_url)
     headers, value = binary_with("decision.made", drop=("ce_id",))
     processor.process([InputRecord("kam.decisions", 3, 9, b"al-1", value, tuple(headers))])
-    (letter,) = _outbox(engine, "kam.dlq")
+    (letter,) = outbox_messages(engine, "kam.dlq")
     assert letter["error"]["code"] == "invalid_envelope"
     assert letter["error"]["message"].startswith("header ce_id: missing")
     assert letter["raw"] == value.decode()
@@ -73,12 +57,12 @@ def test_a_binary_dead_letter_holds_the_value_as_raw(sqlite_url):
 
 
 def test_an_event_on_another_input_topic_is_a_wrong_topic_dead_letter_and_changes_nothing(sqlite_url):
-    engine, processor = _processor(sqlite_url)
+    engine, processor = processor_on(sqlite_url)
     event = _account_event("e1", "ACME Group")
     headers, value = binary(event)
     processor.process([InputRecord("erp.agreements", 0, 0, b"ACME", encode(event)),
                        InputRecord("kam.decisions", 0, 0, b"ACME", value, tuple(headers))])
-    letters = _outbox(engine, "kam.dlq")
+    letters = outbox_messages(engine, "kam.dlq")
     assert [(d["topic"], d["error"]["code"]) for d in letters] == [("erp.agreements", "wrong_topic"),
                                                                    ("kam.decisions", "wrong_topic")]
     assert _accounts(engine) == {}

@@ -107,14 +107,6 @@ def _outbox_rows(engine, n: int, first: int = 0) -> list[tuple]:
     return [(i, r["topic"], r["key"], r["value"]) for i, r in zip(ids, rows)]
 
 
-@pytest.fixture
-def store(sqlite_url):
-    engine = make_engine(sqlite_url)
-    create_tables(engine)
-    yield engine
-    engine.dispose()
-
-
 @contextlib.asynccontextmanager
 async def _running_relay(engine, producer, monkeypatch, instance: str = "test", *, takes_over: bool = False):
     """A relay running on `engine` until the block ends (failed rounds retried after 50 ms). Unless it

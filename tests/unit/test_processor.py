@@ -12,6 +12,8 @@ from services.processor import Processor
 from services.store import tables as t
 from services.store.db import create_tables, make_engine
 
+from .processing import outbox_messages, processor_on
+
 
 def _event(event_id: str, account_id: str, tier: str = "key") -> bytes:
     return json.dumps({"specversion": "1.0", "id": event_id, "source": "crm/test", "type": "account.upserted",
@@ -20,19 +22,8 @@ def _event(event_id: str, account_id: str, tier: str = "key") -> bytes:
                                 "tier": tier}}).encode()
 
 
-def _processor(url):
-    engine = make_engine(url)
-    create_tables(engine)
-    return engine, Processor(engine, Settings(database_url=url))
-
-
-def _outbox(engine, topic):
-    with engine.connect() as conn:
-        return [json.loads(r.value) for r in conn.execute(select(t.outbox).where(t.outbox.c.topic == topic))]
-
-
 def test_duplicates_within_and_across_batches_change_nothing(sqlite_url):
-    engine, processor = _processor(sqlite_url)
+    engine, processor = processor_on(sqlite_url)
     first = processor.process([InputRecord("crm.accounts", 0, 0, b"A", _event("e1", "A")),
                                InputRecord("crm.accounts", 1, 0, b"A", _event("e1", "A"))])
     second = processor.process([InputRecord("crm.accounts", 0, 0, b"A", _event("e1", "A"))])
@@ -41,16 +32,16 @@ def test_duplicates_within_and_across_batches_change_nothing(sqlite_url):
 
 
 def test_a_redelivered_bad_message_is_dead_lettered_once(sqlite_url):
-    engine, processor = _processor(sqlite_url)
+    engine, processor = processor_on(sqlite_url)
     bad = InputRecord("erp.agreements", 2, 7, b"k", b"not json")
     processor.process([bad])
     processor.process([bad])
-    letters = _outbox(engine, "kam.dlq")
+    letters = outbox_messages(engine, "kam.dlq")
     assert [(d["partition"], d["offset"], d["error"]["code"]) for d in letters] == [(2, 7, "invalid_json")]
 
 
 def test_an_event_that_cannot_be_applied_becomes_a_dead_letter_and_the_rest_applies(sqlite_url, monkeypatch):
-    engine, processor = _processor(sqlite_url)
+    engine, processor = processor_on(sqlite_url)
     from services.handlers import HANDLERS
 
     original = HANDLERS["account.upserted"]
@@ -66,11 +57,11 @@ def test_an_event_that_cannot_be_applied_becomes_a_dead_letter_and_the_rest_appl
     with engine.connect() as conn:
         stored = sorted(r.account_id for r in conn.execute(select(t.accounts.c.account_id)))
     assert stored == ["A", "C"]
-    assert [(d["offset"], d["error"]["code"]) for d in _outbox(engine, "kam.dlq")] == [(1, "invalid_data")]
+    assert [(d["offset"], d["error"]["code"]) for d in outbox_messages(engine, "kam.dlq")] == [(1, "invalid_data")]
 
 
 def test_a_parent_cycle_is_invalid_data(sqlite_url):
-    engine, processor = _processor(sqlite_url)
+    engine, processor = processor_on(sqlite_url)
 
     def upsert(i, account, parent):
         return InputRecord("crm.accounts", 0, i, None, json.dumps({
@@ -79,7 +70,7 @@ def test_a_parent_cycle_is_invalid_data(sqlite_url):
                                                        "country": "DE", "tier": "key"}}).encode())
 
     processor.process([upsert(1, "X", None), upsert(2, "Y", "X"), upsert(3, "X", "Y")])
-    assert [d["error"]["code"] for d in _outbox(engine, "kam.dlq")] == ["invalid_data"]
+    assert [d["error"]["code"] for d in outbox_messages(engine, "kam.dlq")] == ["invalid_data"]
 
 
 def test_an_expired_agreement_resolves_its_conflict_at_the_daily_review(sqlite_url):
@@ -107,14 +98,14 @@ def test_an_expired_agreement_resolves_its_conflict_at_the_daily_review(sqlite_u
     assert processor.rejudge(["K"]) == 0  # still holds: nothing to say
     now[0] += timedelta(days=200)
     assert processor.rejudge(["K"]) == 1
-    statuses = [(a["fingerprint"], a["status"]) for a in _outbox(engine, "kam.alerts")]
+    statuses = [(a["fingerprint"], a["status"]) for a in outbox_messages(engine, "kam.alerts")]
     assert statuses == [("duplicate_global_contract:K:C1|C2", "open"), ("duplicate_global_contract:K:C1|C2", "resolved")]
 
 
 def test_when_every_event_fails_the_processor_stops_instead_of_dead_lettering_everything(sqlite_url, monkeypatch):
     import pytest
 
-    engine, processor = _processor(sqlite_url)
+    engine, processor = processor_on(sqlite_url)
 
     from services.handlers import HANDLERS
 
@@ -125,11 +116,11 @@ def test_when_every_event_fails_the_processor_stops_instead_of_dead_lettering_ev
     records = [InputRecord("crm.accounts", 0, i, None, _event(f"b{i}", f"X{i}")) for i in range(40)]
     with pytest.raises(RuntimeError):
         processor.process(records)
-    assert len(_outbox(engine, "kam.dlq")) == 20
+    assert len(outbox_messages(engine, "kam.dlq")) == 20
 
 
 def test_a_process_sees_team_changes_made_by_another_despite_its_team_cache(sqlite_url):
-    engine, first = _processor(sqlite_url)
+    engine, first = processor_on(sqlite_url)
     second = Processor(engine, Settings(database_url=sqlite_url), instance="second")
 
     def event(i, type_, data):
@@ -151,13 +142,13 @@ def test_a_process_sees_team_changes_made_by_another_despite_its_team_cache(sqli
     assert second.master_cache.teams
     first.process([assign(3, "p-x", "senior_kam")])
     second.process([contract(4, "C2", "supply", "p-x")])
-    assert _outbox(engine, "kam.dlq") == []
-    opened = [a["fingerprint"] for a in _outbox(engine, "kam.alerts") if a["status"] == "open"]
+    assert outbox_messages(engine, "kam.dlq") == []
+    opened = [a["fingerprint"] for a in outbox_messages(engine, "kam.alerts") if a["status"] == "open"]
     assert "unauthorized_commitment:K:C2" not in opened
 
 
 def test_a_process_sees_hierarchy_changes_made_by_another_despite_its_account_cache(sqlite_url):
-    engine, first = _processor(sqlite_url)
+    engine, first = processor_on(sqlite_url)
     second = Processor(engine, Settings(database_url=sqlite_url), instance="second")
 
     def upsert(i, account_id, parent_id, tier):
@@ -178,7 +169,7 @@ def test_a_process_sees_hierarchy_changes_made_by_another_despite_its_account_ca
     assert second.master_cache.accounts
     first.process([upsert(3, "SUB", "K", "none")])  # SUB joins key account K
     second.process([dunning(4, "SUB")])
-    actions = [(i["ref_id"], i["action"]) for i in _outbox(engine, "kam.instructions")]
+    actions = [(i["ref_id"], i["action"]) for i in outbox_messages(engine, "kam.instructions")]
     assert actions == [("D2", "proceed"), ("D4", "hold")]
 
 
@@ -233,24 +224,24 @@ def _failing_once(monkeypatch, error):
 def test_a_deadlock_raised_by_the_driver_itself_retries_the_batch(sqlite_url, monkeypatch):
     import psycopg
 
-    engine, processor = _processor(sqlite_url)
+    engine, processor = processor_on(sqlite_url)
     failures = _failing_once(monkeypatch, psycopg.errors.DeadlockDetected("deadlock detected"))
     result = processor.process([InputRecord("crm.accounts", 0, 0, b"A", _event("e0", "A0"))])
     assert failures and (result.processed, result.duplicates) == (1, 0)
-    assert _outbox(engine, "kam.dlq") == []  # not taken for an event that cannot be applied
+    assert outbox_messages(engine, "kam.dlq") == []  # not taken for an event that cannot be applied
 
 
 def test_a_connection_lost_under_the_driver_is_the_database_unavailable_not_a_bad_event(sqlite_url, monkeypatch):
     import psycopg
     import pytest
 
-    engine, processor = _processor(sqlite_url)
+    engine, processor = processor_on(sqlite_url)
     _failing_once(monkeypatch, psycopg.OperationalError("server closed the connection unexpectedly"))
     records = [InputRecord("crm.accounts", 0, i, b"A", _event(f"e{i}", f"A{i}")) for i in range(3)]
     with pytest.raises(psycopg.OperationalError):  # the service waits and tries the batch again
         processor.process(records)
     assert processor.process(records).processed == 3
-    assert _outbox(engine, "kam.dlq") == []
+    assert outbox_messages(engine, "kam.dlq") == []
 
 
 def test_which_database_errors_mean_try_again_later():

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from consumers.topics import ensure_topics
 from schemas.registry import INPUT_TOPICS
 from services.devkit.scenario_runner import OUTPUT_TOPICS, end_offsets, read_outputs, start_group_at, wait_until_caught_up
 from services.scenarios import message_bytes
 from tests.support.databases import fresh_postgres_database
+from tests.support.kafka import send_messages
 from tests.support.service_process import REPO_ROOT, ServiceProcess
 from tests.web.support import scenario
 
@@ -73,7 +73,7 @@ class LiveStack:
 
     def publish(self, events: list[tuple[str, bytes | None, bytes]], timeout_s: float = 90) -> None:
         """Publish, then wait until `onevoice run` has committed past them."""
-        in_thread(_publish(self.bootstrap, events))
+        in_thread(send_messages(self.bootstrap, events))
         in_thread(wait_until_caught_up(self.bootstrap, self.group_id, timeout_s))
 
     def outputs(self) -> dict[str, list[dict]]:
@@ -91,16 +91,6 @@ def in_thread(coroutine):
     """Run a coroutine to its end on a thread of its own (Playwright's sync API keeps a loop running here)."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
-
-
-async def _publish(bootstrap: str, events) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
-    await producer.start()
-    try:
-        for topic, key, value in events:
-            await producer.send_and_wait(topic, value, key=key)
-    finally:
-        await producer.stop()
 
 
 def _unique(entry: dict, suffix: str) -> tuple[str, bytes | None, bytes]:
