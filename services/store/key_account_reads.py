@@ -239,11 +239,14 @@ class KeyAccountReads:
                           if contract_types else false())
         for part in chunks(roots):
             written = self._written.get("accounts", {})
+            known = self._rows["accounts"]
             for row in self.conn.execute(select(a).where(a.c.root_id.in_(part))):
-                mapping = written.get((row.account_id,))
+                # An account this transaction wrote is as the identity map has it (a subtree moved by SQL
+                # was forgotten there, and is as read); it may not be sent yet, and belong elsewhere now.
+                mapping = known.get((row.account_id,)) if (row.account_id,) in written else None
                 if mapping is None:
-                    mapping = self._rows["accounts"][(row.account_id,)] = dict(row._mapping)
-                elif mapping["root_id"] != row.root_id:  # written since, not yet sent: it belongs elsewhere now
+                    mapping = known[(row.account_id,)] = dict(row._mapping)
+                elif mapping["root_id"] != row.root_id:
                     continue
                 states[row.root_id].accounts[row.account_id] = _account(mapping)
             agreements = select(a.c.root_id, t.agreements).join(a, a.c.account_id == g.account_id).where(
