@@ -185,7 +185,7 @@ def time_store(engine, people: list[str], mine: dict, rnd: random.Random, n: int
 
 def start_web(database_url: str, port: int) -> subprocess.Popen:
     env = {**os.environ, "ONEVOICE_DATABASE_URL": database_url, "ONEVOICE_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "web", "--port", str(port)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "consumers.cli", "web", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -90,7 +90,7 @@ class ServiceProcess:
                "ONEVOICE_DATABASE_URL": self.settings.database_url, "ONEVOICE_GROUP_ID": self.settings.group_id,
                "ONEVOICE_PARTITIONS": str(self.settings.partitions), "ONEVOICE_TIMER_INTERVAL_S": "5"}
         extra = ["-v"] if os.environ.get("BENCH_VERBOSE") else []
-        self.process = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", "run", *extra, env=env,
+        self.process = await asyncio.create_subprocess_exec(sys.executable, "-m", "consumers.cli", "run", *extra, env=env,
                                                             stderr=asyncio.subprocess.PIPE)
         while True:
             line = await self.process.stderr.readline()

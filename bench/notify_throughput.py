@@ -89,7 +89,7 @@ def run_once(label: str, database_url: str, bootstrap: str, n: int, workers: int
                ONEVOICE_SMTP_FROM="onevoice <alerts@corp.example>", ONEVOICE_NOTIFY_WORKERS=str(workers))
     log = open(Path(tempfile.gettempdir()) / f"{prefix}.log", "wb")
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "notify"], cwd=ROOT, env=env, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "consumers.cli", "notify"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     try:
         deadline = started + 600
