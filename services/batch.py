@@ -8,10 +8,14 @@ from services/outputs.py; this module decides *when* a message is due.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from services.domain import Finding, iso
+from sqlalchemy import Engine
+
+from services.config import Settings
+from services.domain import Finding, iso, utcnow
 from services.inputs import InputRecord
 from services.outputs import (ALERTS_TOPIC, DLQ_TOPIC, INSTRUCTIONS_TOPIC, NOTICES_TOPIC, OUTPUT_VALUE_LIMIT,
                               alert_message, dead_letter_value, fit_output, instruction_message, notice_message,
@@ -217,3 +221,18 @@ class Batch:
         if len(text) > OUTPUT_VALUE_LIMIT // 4 and len(text.encode()) > OUTPUT_VALUE_LIMIT:
             text = dumps(fit_output(value, len(text.encode())))  # the relay sets aside what still does not fit
         self.outbox.append({"topic": topic, "key": key, "value": text, "created_at": self.now_iso})
+
+
+class StoreWriter:
+    """What every writer of batches holds (the processor, the escalation timer): the store, the settings,
+    the clock, and the instance name its ops counters are kept under."""
+
+    def __init__(self, engine: Engine, settings: Settings, *, clock: Callable[[], datetime] = utcnow,
+                 instance: str = "local"):
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.instance = instance
+
+    def _batch(self, repo: StateRepository) -> Batch:
+        return Batch(repo, self.clock(), self.settings.decision_window_s)

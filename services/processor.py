@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from schemas.decode import Event, InvalidMessage
-from services.batch import Batch, BatchResult
+from services.batch import Batch, BatchResult, StoreWriter
 from services.config import Settings
 from services.domain import utcnow
 from services.handlers import AGREEMENT_KINDS, HANDLERS, ORDERING_KEYS, RootsAhead
@@ -110,15 +110,12 @@ def product_key(product_id: str) -> str:
     return f"{UNVERSIONED_KEY_PREFIX}{product_id}"
 
 
-class Processor:
+class Processor(StoreWriter):
     """Applies batches of input records to the store; safe to run in several processes at once."""
 
     def __init__(self, engine: Engine, settings: Settings, *, clock: Callable[[], datetime] = utcnow,
                  instance: str = "local"):
-        self.engine = engine
-        self.settings = settings
-        self.clock = clock
-        self.instance = instance
+        super().__init__(engine, settings, clock=clock, instance=instance)
         self.consecutive_rejects = 0
         self.master_cache = MasterDataCache()
         self.key_cache = KeyAccountCache()
@@ -167,9 +164,6 @@ class Processor:
     def key_accounts_with_open_conflicts(self) -> list[str]:
         with self.engine.connect() as conn:
             return StateRepository(conn).key_accounts_with_open_alerts(CONFLICT_RULES)
-
-    def _batch(self, repo: StateRepository) -> Batch:
-        return Batch(repo, self.clock(), self.settings.decision_window_s)
 
     def _reject(self, record: InputRecord) -> BatchResult:
         with self.engine.begin() as conn:

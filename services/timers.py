@@ -7,15 +7,11 @@ when several processes look at the same due alerts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
-
 from pydantic_core import from_json
-from sqlalchemy import Engine, and_, or_, select
+from sqlalchemy import and_, or_, select
 
-from services.config import Settings
-from services.domain import iso, utcnow
-from services.batch import Batch
+from services.domain import iso
+from services.batch import Batch, StoreWriter
 from services.routing import escalation_target
 from services.store import tables as t
 from services.store.db import lock_keys
@@ -29,14 +25,7 @@ def due_condition(now_iso: str):
                 or_(c.status == "open", and_(c.awaiting_decision == True, c.status == "acknowledged")))  # noqa: E712
 
 
-class EscalationTimer:
-    def __init__(self, engine: Engine, settings: Settings, *, clock: Callable[[], datetime] = utcnow,
-                 instance: str = "local"):
-        self.engine = engine
-        self.settings = settings
-        self.clock = clock
-        self.instance = instance
-
+class EscalationTimer(StoreWriter):
     def escalate_due(self, limit: int = 500) -> int:
         """Escalate every alert due by now; returns how many this call escalated."""
         now = self.clock()
