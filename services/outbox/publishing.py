@@ -13,6 +13,7 @@ from services.outages import KAFKA, OUTAGES
 from services.outbox.oversized import OutputRefused
 from services.outbox.records import BATCH_OVERHEAD, DEFAULT_MESSAGE_LIMIT, HEADER, RECORD_OVERHEAD, partition_of
 from services.store import tables as t
+from services.store.db import READ_ONLY
 
 
 class Publishing:
@@ -109,7 +110,7 @@ class Publishing:
 
     def _pending(self, published: list[int]):
         """Up to a batch of unsent rows in id order, leaving out those `published` (not yet marked sent)."""
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(**READ_ONLY) as conn:
             if conn.dialect.name == "postgresql":
                 # NOT IN a subquery is a hashed set; `<> ALL(array)` compared each row with every id: 30 ms
                 with conn.connection.dbapi_connection.cursor() as cursor:

@@ -72,7 +72,9 @@ class OutboxRelay(Takeover, Publishing, Marking, SetAside):
         self._marking: asyncio.Task | None = None
         self._partitions: dict[str, tuple[float, list[int]]] = {}  # topic -> (valid until, partitions)
         self.recovered = 0
-        self._lease_until = 0.0
+        self._lease_until = 0.0  # (loop time) when to renew the lease
+        self._lease_expires = 0.0  # (loop time) no later than when the lease runs out unless renewed
+        self._renewal: asyncio.Task | None = None
         self._holding = False
         self._store_id: str | None = None
 
@@ -110,6 +112,7 @@ class OutboxRelay(Takeover, Publishing, Marking, SetAside):
                     # Some outputs of the round may have reached Kafka unmarked: take the lease over
                     # again, as after a crash, so `recover` finds them there and they are not sent twice.
                     self._holding, self._lease_until = False, 0.0
+                    self._drop_renewal()
                     await _pause(stop, pause)
                     continue
                 self._failures = 0
@@ -118,6 +121,7 @@ class OutboxRelay(Takeover, Publishing, Marking, SetAside):
             if self._holding:
                 await self.publish_pending()  # drain what the last batch committed
         finally:
+            self._drop_renewal()
             try:
                 await self.marked(timeout=10)
             finally:
@@ -155,10 +159,31 @@ class OutboxRelay(Takeover, Publishing, Marking, SetAside):
         return published
 
     async def _hold(self, loop) -> bool:
-        if loop.time() < self._lease_until:
+        """Whether this process holds the relay lease, renewing it every third of its time to live.
+
+        While the lease has more than a third of its time left, it is renewed in the background and
+        publishing goes on: on SQLite the renewal waits for the store's one writer (a batch being
+        applied, the marking), and waiting for it in line had held outputs back for half a second.
+        """
+        if self._renewal is not None and self._renewal.done():
+            renewal, self._renewal = self._renewal, None
+            held, asked_at = renewal.result()  # a failure goes where a failed round goes
+            if held:
+                self._lease_until, self._lease_expires = asked_at + self.lease_ttl_s / 3, asked_at + self.lease_ttl_s
+            else:
+                self._lease_until = self._lease_expires = 0.0  # (cannot happen while ours: it lapsed)
+        now = loop.time()
+        if now < self._lease_until:
             return True
-        held = await asyncio.to_thread(hold_lease, self.engine, LEASE, self.instance, self.clock(), self.lease_ttl_s)
-        OUTAGES.recovered(DATABASE)
+        if self._holding and now < self._lease_expires - self.lease_ttl_s / 3:
+            if self._renewal is None:
+                self._renewal = asyncio.create_task(self._renew(loop), name="outbox-lease")
+            return True
+        if self._renewal is not None:
+            renewal, self._renewal = self._renewal, None
+            held, asked_at = await renewal
+        else:
+            held, asked_at = await self._renew(loop)
         if not held or not self._holding:
             self._committed.clear()  # the holder publishes them from the store; after a takeover, so do we
             self._read_store = True
@@ -166,8 +191,20 @@ class OutboxRelay(Takeover, Publishing, Marking, SetAside):
             await self.recover()
         self._holding = held
         if held:
-            self._lease_until = loop.time() + self.lease_ttl_s / 3
+            self._lease_until, self._lease_expires = asked_at + self.lease_ttl_s / 3, asked_at + self.lease_ttl_s
         return held
+
+    async def _renew(self, loop) -> tuple[bool, float]:
+        """Take or renew the lease: (held, the loop time it was asked at, from which its time to live counts)."""
+        asked_at = loop.time()
+        held = await asyncio.to_thread(hold_lease, self.engine, LEASE, self.instance, self.clock(), self.lease_ttl_s)
+        OUTAGES.recovered(DATABASE)
+        return held, asked_at
+
+    def _drop_renewal(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            self._renewal = None
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]

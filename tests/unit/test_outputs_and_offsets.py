@@ -278,3 +278,67 @@ async def test_a_backlog_is_applied_with_a_long_gil_switch_interval_and_live_tra
     finally:
         sys.setswitchinterval(before)
         service.engine.dispose()
+
+
+async def test_a_slow_lease_renewal_does_not_hold_publishing_back(store, monkeypatch):
+    """The lease is renewed in the background while it has time left (on SQLite a renewal waits for
+    the one writer): outputs committed meanwhile go out at once, and the lease is still renewed."""
+    import threading
+
+    import services.outbox.relay as relay_loop
+
+    hold = relay_loop.hold_lease
+    renewing, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def slow_renewal(*args):
+        calls.append(1)
+        if len(calls) > 1:  # the first call takes the lease; the renewals wait
+            renewing.set()
+            release.wait(10)
+        return hold(*args)
+
+    monkeypatch.setattr(relay_loop, "hold_lease", slow_renewal)
+    producer = _Producer()
+    async with _running_relay(store, producer, monkeypatch) as (relay, _):
+        relay.lease_ttl_s = 0.9  # a renewal is due every 0.3 s
+        await _until(lambda: relay._holding)
+        await _until(renewing.is_set, timeout=5)
+        relay.publish_committed([(20_000, "kam.alerts", "k", "{}")])
+        await _until(lambda: len(producer.sent) == 1, timeout=0.25)  # not after the renewal
+        release.set()
+        await _until(lambda: len(calls) >= 3)
+        assert relay._holding
+
+
+def test_a_read_only_connection_does_not_wait_for_the_sqlite_writer(sqlite_url):
+    """BEGIN IMMEDIATE queues writers; a reader marked READ_ONLY begins plainly and reads at once (WAL)."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from services.store.db import READ_ONLY
+
+    engine = make_engine(sqlite_url)
+    create_tables(engine)
+    writing, done = threading.Event(), threading.Event()
+
+    def writer():
+        with engine.begin() as conn:  # holds the write lock until `done`
+            conn.execute(text("UPDATE versions SET value = value WHERE name = 'none'"))
+            writing.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert writing.wait(5)
+        began = time.monotonic()
+        with engine.connect().execution_options(**READ_ONLY) as conn:
+            conn.execute(text("SELECT count(*) FROM outbox")).scalar()
+        assert time.monotonic() - began < 1.0
+    finally:
+        done.set()
+        thread.join()
+    engine.dispose()
