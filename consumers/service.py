@@ -228,21 +228,36 @@ class Service:
     async def _apply(self, records: list[InputRecord], decoded):
         """Apply a batch, waiting out database outages; None when asked to stop meanwhile."""
         delay = 0.5
-        while True:
-            try:
-                result = await asyncio.to_thread(self.processor.process, records, decoded)
-                OUTAGES.recovered(DATABASE)
-                return result
-            except Exception as exc:
-                if not transient_database_error(exc):
-                    raise
-                OUTAGES.failed(DATABASE, exc)  # one line per outage, a reminder every 30 s
-                self.ops.database_retry()
+        paused: set = set()
+        try:
+            while True:
                 try:
-                    await asyncio.wait_for(self.stop.wait(), delay)
-                    return None
-                except asyncio.TimeoutError:
+                    result = await asyncio.to_thread(self.processor.process, records, decoded)
+                    OUTAGES.recovered(DATABASE)
+                    return result
+                except Exception as exc:
+                    if not transient_database_error(exc):
+                        raise
+                    OUTAGES.failed(DATABASE, exc)  # one line per outage, a reminder every 30 s
+                    self.ops.database_retry()
+                    # Nothing can be applied until the database is back: stop asking Kafka for more. The
+                    # fetcher's 5 ms polls of every input partition cost 10-13 % of a core over an outage.
+                    if not paused:
+                        paused = set(self.consumer.assignment())
+                        self.consumer.pause(*paused)
+                    if await self._stopped_within(delay):
+                        return None
                     delay = min(delay * 2, 10.0)
+        finally:
+            if paused:
+                self.consumer.resume(*(tp for tp in paused if tp in self.consumer.assignment()))
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self.stop.wait(), seconds)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
     async def _escalate_forever(self) -> None:
         while not self.stop.is_set():
