@@ -123,7 +123,8 @@ class KeyAccountReads:
                            changed: dict[str, set[str]] | None = None) -> dict[str, KeyAccountState]:
         """The accounts, agreements and conflict alerts (of `rules`) of each key account, as of now.
 
-        A key account read earlier in this transaction is served live: `follow_write` keeps it current
+        A key account read earlier in this transaction is served live: `follow_agreement` and
+        `follow_alert_write` keep it current
         with every write since. One met for the first time comes from the process cache where its
         version proved it current, with this transaction's writes laid over once; the others (and
         every root in `reread`, whose accounts changed) are read in a few bulk queries and cached when
@@ -160,12 +161,11 @@ class KeyAccountReads:
         # The others were read without this transaction's unsent writes: they catch up like cached ones
         self._catch_up({**caught_up, **{root: state for fresh in (full, partial) for root, state in fresh.items()
                                         if root not in reread}})
-        known = self._rows["alerts"]
-        for fresh in (caught_up, full, partial):
-            for state in fresh.values():
-                for alert_id, row in state.alerts.items():
-                    if known.get((alert_id,)) is None:
-                        known[(alert_id,)] = row
+        known = self._rows["alerts"]  # (alerts read from the store are there already: `_remember_alerts`)
+        for state in caught_up.values():
+            for alert_id, row in state.alerts.items():
+                if known.get((alert_id,)) is None:
+                    known[(alert_id,)] = row
         self._states_read.update(caught_up)
         self._states_read.update(full)
         states.update(caught_up)
@@ -173,37 +173,39 @@ class KeyAccountReads:
         states.update(partial)
         return states
 
-    def follow_write(self, table_name: str, previous: dict | None, row: dict) -> None:
-        """Keep the states this transaction read current with a write to agreements or alerts (from `put`)."""
+    def follow_agreement(self, previous: dict | None, row: dict) -> None:
+        """Keep the states this transaction read current with an agreement it wrote (from `put`)."""
         live = self._states_read
-        if table_name == "agreements":
-            agreement_id = row["agreement_id"]
-            root = self._known_root(row["account_id"])
-            was = self._written_roots.get(agreement_id)
-            if was is not None and was != root:
-                self._written_by_root[was].discard(agreement_id)
-            self._written_roots[agreement_id] = root
-            self._written_by_root[root].add(agreement_id)
-            if previous is not None and previous["account_id"] != row["account_id"]:
-                before = self._known_root(previous["account_id"])
-                if before != root:
-                    self._moved_from[before].add(agreement_id)
-                    if before in live:
-                        live[before].drop_agreement(agreement_id)
-            if root in live:
-                live[root].put_agreement(self.as_agreement(row))
-            return
+        agreement_id = row["agreement_id"]
+        root = self._known_root(row["account_id"])
+        was = self._written_roots.get(agreement_id)
+        if was is not None and was != root:
+            self._written_by_root[was].discard(agreement_id)
+        self._written_roots[agreement_id] = root
+        self._written_by_root[root].add(agreement_id)
+        if previous is not None and previous["account_id"] != row["account_id"]:
+            before = self._known_root(previous["account_id"])
+            if before != root:
+                self._moved_from[before].add(agreement_id)
+                if before in live:
+                    live[before].drop_agreement(agreement_id)
+        if root in live:
+            live[root].put_agreement(self.as_agreement(row))
+
+    def follow_alert_write(self, row: dict) -> None:
+        """Keep the states this transaction read current with an alert it wrote (from `put`)."""
         root = row["key_account_id"]
         self._written_alerts_by_root[root].add(row["alert_id"])
-        state = live.get(root)
+        state = self._states_read.get(root)
         if state is not None and row["rule"] in self._state_rules:
             state.follow_alert(row)
 
     def _catch_up(self, states: dict[str, KeyAccountState]) -> None:
-        """Lay this transaction's agreement and conflict-alert writes over cached states it has just taken.
+        """Lay this transaction's agreement and conflict-alert writes over states it has just taken from the
+        cache or read from the store without sending its writes first.
 
-        Cached states are of key accounts whose accounts this transaction did not change (those are
-        read again), so an agreement's key account when it was written is its key account now.
+        Those are of key accounts whose accounts this transaction did not change (those are sent and
+        read as written), so an agreement's key account when it was written is its key account now.
         """
         if not states:
             return

@@ -35,6 +35,8 @@ EVENT_STATE_TABLES = (t.accounts, t.team_members, t.agreements, t.promotions, t.
 FLUSH_ORDER = (*EVENT_STATE_TABLES, t.alerts, t.alert_evidence)
 _OPEN_ALERTS_SQL = ("SELECT " + ", ".join(c.name for c in t.alerts.c)
                     + " FROM alerts WHERE ({}) AND status <> ALL(%(closed)b::VARCHAR[])")
+_DIGESTS_SQL = ("SELECT source, event_id, digest FROM processed_events WHERE (source, event_id) IN "
+                "(SELECT * FROM unnest(%(sources)b::VARCHAR[], %(ids)b::VARCHAR[]))")
 
 
 class StateRepository(Hierarchy, KeyAccountReads, Coherence):
@@ -53,7 +55,7 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         self._bumped: dict[str, int] = {}
         self._bumping = Later(rows=[])  # the new versions of `bump_keys`, read after the write pipeline
         self._written: dict[str, dict[tuple, dict]] = defaultdict(dict)
-        self._states_read: dict[str, KeyAccountState] = {}  # live: `follow_write` keeps them current
+        self._states_read: dict[str, KeyAccountState] = {}  # live: `follow_agreement`/`follow_alert_write` keep them current
         self._state_rules: frozenset[str] = frozenset()  # the alert rules the states keep
         self._written_roots: dict[str, str | None] = {}  # agreement id -> its key account when written
         self._written_by_root: dict[str | None, set[str]] = defaultdict(set)
@@ -126,9 +128,9 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         rows[key] = self._pending[name][key] = self._written[name][key] = row
         if table is t.alerts:
             self._alerts_by_ref[(row["rule"], row["ref_id"])].add(row["alert_id"])
-            self.follow_write("alerts", previous, row)
+            self.follow_alert_write(row)
         elif table is t.agreements:
-            self.follow_write("agreements", previous, row)
+            self.follow_agreement(previous, row)
             if row["kind"] == "price" and row["scope"] == "global" and self._undercut:
                 # A promotion of this product launched later in the batch may undercut this key account.
                 # Counted in every country: one it has no account in only costs a judging that finds nothing.
@@ -265,10 +267,6 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         c = t.alerts.c
         return sorted(self.conn.execute(select(c.key_account_id).distinct().where(
             c.rule.in_(list(rules)), c.status.not_in(list(CLOSED_STATUSES)))).scalars())
-
-
-_DIGESTS_SQL = ("SELECT source, event_id, digest FROM processed_events WHERE (source, event_id) IN "
-                "(SELECT * FROM unnest(%(sources)b::VARCHAR[], %(ids)b::VARCHAR[]))")
 
 
 def add_to_counters(conn: Connection, instance: str, counts: dict[str, int]) -> None:
