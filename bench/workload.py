@@ -1,4 +1,4 @@
-"""The benchmarks' workload: `services/devkit/workload.py` (moved there so tests need not import bench/).
+"""The benchmarks' workload: `services/devkit/workload/` (moved there so tests need not import bench/).
 
     from workload import generate            # bench scripts (bench/ on sys.path)
 """

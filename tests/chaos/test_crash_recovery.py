@@ -1,7 +1,7 @@
 """Crash recovery: `onevoice run` SIGKILLed again and again, and its PostgreSQL crashed under it, while it
 works, loses nothing and repeats nothing (README "Nothing lost, nothing doubled"; CONTRACT §6 "Delivery").
 
-The workload (`services/devkit/workload.py`, a fresh id prefix, plus twelve unusable messages) is
+The workload (`services/devkit/workload/`, a fresh id prefix, plus twelve unusable messages) is
 published once and consumed twice, each run with its own consumer group and its own database on a
 PostgreSQL cluster of this module (default durability; it is crashed, so the session's shared server
 will not do), in three phases that make the result independent of how the consumer interleaves the

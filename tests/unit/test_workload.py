@@ -1,4 +1,4 @@
-"""services/devkit/workload.py: deterministic, every message a valid event of CONTRACT §2/§3, all types present."""
+"""services/devkit/workload/: deterministic, every message a valid event of CONTRACT §2/§3, all types present."""
 
 import json
 from collections import Counter
