@@ -31,7 +31,7 @@ from services.domain import utcnow
 from services.inputs import InputRecord, decode_records
 from services.processor import Processor
 from services.store.errors import transient_database_error
-from services.store.db import create_tables, make_engine
+from services.store.db import checkpoint_sqlite, create_tables, make_engine
 from services.timers import EscalationTimer
 
 log = logging.getLogger("onevoice.service")
@@ -86,7 +86,7 @@ class Service:
         self.clock = clock
         self.instance = instance or new_instance_id()
         self.stop = asyncio.Event()
-        self.engine = make_engine(settings.database_url)
+        self.engine = make_engine(settings.database_url, checkpoints_apart=True)
         self.processor = Processor(self.engine, settings, clock=clock, instance=self.instance)
         self.timer = EscalationTimer(self.engine, settings, clock=clock, instance=self.instance)
         self.consumer: AIOKafkaConsumer | None = None
@@ -136,6 +136,8 @@ class Service:
                  asyncio.create_task(ops.run(self.stop), name="ops"),
                  asyncio.create_task(self._review_daily(), name="daily-review"),
                  asyncio.create_task(self._notice_kafka_back(), name="kafka-watch")]
+        if self.engine.dialect.name == "sqlite":
+            tasks.append(asyncio.create_task(self._checkpoint_forever(), name="sqlite-checkpoint"))
         log.info("onevoice %s consuming %s as group %s", self.instance, ", ".join(INPUT_TOPICS),
                  self.settings.group_id)
         self.ready.set()
@@ -296,6 +298,20 @@ class Service:
                 await asyncio.wait_for(self.stop.wait(), 60)
             except asyncio.TimeoutError:
                 pass
+
+    async def _checkpoint_forever(self) -> None:
+        """SQLite: copy the write-ahead log into the database every second, beside the batches (`checkpoint_sqlite`)."""
+        while not self.stop.is_set():
+            try:
+                await asyncio.to_thread(checkpoint_sqlite, self.engine)
+            except Exception as exc:  # a busy or vanished file: the next round tries again
+                if not report_outage(exc):
+                    log.warning("SQLite checkpoint failed (%s); trying again", exc)
+            try:
+                await asyncio.wait_for(self.stop.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+        await asyncio.to_thread(checkpoint_sqlite, self.engine)  # leave a short log behind
 
     def _new_producer(self) -> AIOKafkaProducer:
         """The relay's replacement producer after the broker refused a batch (same settings as the first)."""

@@ -74,12 +74,17 @@ class Batch:
 
     # -- what must be judged again ----------------------------------------------------------
 
-    def touch(self, root_id: str | None, caused_by: str) -> None:
-        """The key account changed as a whole: judge all of it."""
+    def touch(self, root_id: str | None, caused_by: str, *, accounts_changed: bool = True) -> None:
+        """The key account changed as a whole: judge all of it.
+
+        Where its accounts changed, its state is read again from the store (a cached one knows nothing
+        of them); a team change leaves the state as it is (teams are read apart), so it is not.
+        """
         if root_id is not None:
             self.dirty[root_id] = caused_by
             self.whole.add(root_id)
-            self.reread.add(root_id)
+            if accounts_changed:
+                self.reread.add(root_id)
 
     def touch_agreement(self, root_id: str | None, caused_by: str, agreement_id: str) -> None:
         """Only this agreement (or promotion) changed: judge the conflicts it can take part in.

@@ -124,7 +124,7 @@ def on_team_member_assigned(batch: Batch, settings: Settings, record: InputRecor
     repo.put(t.team_members, dict(account_id=data.account_id, person_id=data.person_id, role=data.role,
                                   country=data.country, name=data.name, email=data.email, present=present,
                                   event_time=stamp[0], event_id=stamp[1]))
-    batch.touch(repo.root_of(data.account_id), ref(event))
+    batch.touch(repo.root_of(data.account_id), ref(event), accounts_changed=False)
 
 
 def on_team_member_removed(batch: Batch, settings: Settings, record: InputRecord, event: Event) -> None:

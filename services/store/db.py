@@ -18,8 +18,12 @@ from services.redact import mask_url
 
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for a plain SQLAlchemy URL (`sqlite:///…`, `postgresql://…`), with our own drivers."""
+def make_engine(url: str, *, checkpoints_apart: bool = False) -> Engine:
+    """An engine for a plain SQLAlchemy URL (`sqlite:///…`, `postgresql://…`), with our own drivers.
+
+    `checkpoints_apart` (SQLite): its commits never copy the write-ahead log into the database file;
+    the owner runs `checkpoint_sqlite` now and then instead (see there).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
         # No pre-ping: it cost a round trip per transaction. A connection the server dropped fails its
@@ -30,7 +34,7 @@ def make_engine(url: str) -> Engine:
     elif parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed.set(drivername="sqlite+pysqlite"),
                                connect_args={"timeout": 30, "check_same_thread": False})
-        _serialise_sqlite_writers(engine)
+        _serialise_sqlite_writers(engine, checkpoints_apart)
     else:
         raise ValueError(f"unsupported database URL {mask_url(url)!r}: use sqlite:///… or postgresql://…")
     return engine
@@ -41,7 +45,7 @@ def make_engine(url: str) -> Engine:
 READ_ONLY = {"onevoice_read_only": True}
 
 
-def _serialise_sqlite_writers(engine: Engine) -> None:
+def _serialise_sqlite_writers(engine: Engine, checkpoints_apart: bool) -> None:
     """SQLite has one writer; BEGIN IMMEDIATE takes the write lock up front so two processes queue, not fail.
 
     Not for connections marked `READ_ONLY`: the relay's look for unsent outputs had waited in line
@@ -55,11 +59,26 @@ def _serialise_sqlite_writers(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        if checkpoints_apart:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("onevoice_read_only") else "BEGIN IMMEDIATE")
+
+
+def checkpoint_sqlite(engine: Engine) -> None:
+    """Copy the SQLite write-ahead log into the database file, without waiting for or blocking anyone.
+
+    SQLite's default does it inside the commit that fills the log past 1,000 pages: every 50th
+    small batch or so took 10-30 ms longer (p90 of a 16-event batch 24 -> 14 ms without it, p99
+    27-37 -> 18-23 ms, in process). The service calls this from a thread every second instead.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:  # the driver's own call: no transaction around it (a checkpoint refuses one)
+        conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def alembic_config(conn: Connection | None = None):

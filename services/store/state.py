@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from services.domain import CLOSED_STATUSES, Account, Agreement, Promotion, Team
 from services.store import tables as t
-from services.store.bulk import Later, bulk_insert, fetch_rows, select_by_ids
+from services.store.bulk import Later, bulk_insert, fetch_rows, select_by_keys
 from services.store.caches import KeyAccountCache, KeyAccountState, MasterDataCache
 from services.store.coherence import UNVERSIONED_KEY_PREFIX, Coherence
 from services.store.db import insert_stmt
@@ -87,15 +87,8 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
             for key in [k for k in wanted if k in shared]:
                 known[key] = dict(shared[key]) if shared[key] is not None else None
             wanted = [k for k in wanted if k not in known]
-        columns = [table.c[n] for n in names]
         for part in chunks(wanted):
-            if len(names) == 1 and self.conn.dialect.name == "postgresql":
-                for mapping in select_by_ids(self.conn, table, names[0], [k[0] for k in part]):
-                    known[(mapping[names[0]],)] = mapping
-                continue
-            clause = columns[0].in_([k[0] for k in part]) if len(names) == 1 else tuple_(*columns).in_(part)
-            for row in self.conn.execute(select(table).where(clause)):
-                mapping = dict(row._mapping)
+            for mapping in select_by_keys(self.conn, table, names, part):
                 known[tuple(mapping[n] for n in names)] = mapping
         for key in wanted:
             known.setdefault(key, None)
