@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import literal, select
 
-from services.store import tables as t
-from services.store.bulk import fetch_rows, increment_versions, pipelined, send
+from services.store.bulk import fetch_rows, increment_versions, json_list, pipelined, send, sqlite_rows
 from services.store.caches import KeyAccountCache
 from services.store.db import lock_keys
-from services.store.rows import chunks
 
 _KEY_VERSIONS_SQL = ("SELECT key, version, false FROM key_versions WHERE key = ANY(%(keys)b::VARCHAR[]) "
                      "UNION ALL SELECT name, value, true FROM versions WHERE name IN ('teams', 'commits')")
+_KEY_VERSIONS_SQLITE = ("SELECT key, version, 0 FROM key_versions WHERE key IN (SELECT value FROM json_each(?)) "
+                        "UNION ALL SELECT name, value, 1 FROM versions WHERE name IN ('teams', 'commits')")
 _COMMITS_SQL = "SELECT value FROM versions WHERE name = 'commits'"
 UNVERSIONED_KEY_PREFIX = "product:"  # lock keys that guard no cached state: no version to bump or check
 
@@ -65,13 +64,7 @@ class Coherence:
         if rows is None and self._postgres:
             rows = fetch_rows(self.conn, _KEY_VERSIONS_SQL, {"keys": keys})
         elif rows is None:
-            v = t.key_versions.c
-            master_version = select(t.versions.c.name.label("key"), t.versions.c.value.label("version"),
-                                    literal(True).label("master")).where(t.versions.c.name.in_(["teams", "commits"]))
-            rows = []
-            for i, part in enumerate(chunks(keys)):
-                query = select(v.key, v.version, literal(False).label("master")).where(v.key.in_(part))
-                rows += self.conn.execute(query.union_all(master_version) if i == 0 else query).all()
+            rows = sqlite_rows(self.conn, _KEY_VERSIONS_SQLITE, (json_list(keys),))
         for key, version, is_master in rows:
             if is_master:
                 masters[key] = version

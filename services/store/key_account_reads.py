@@ -15,7 +15,7 @@ from sqlalchemy import and_, false, or_, select
 
 from services.domain import CLOSED_STATUSES, Promotion, Team, TeamMember
 from services.store import tables as t
-from services.store.bulk import fetch_rows
+from services.store.bulk import fetch_rows, json_list, sqlite_rows
 from services.store.caches import KeyAccountCache, KeyAccountState, MasterDataCache
 from services.store.rows import _account, _agreement, _promotion, chunks
 
@@ -34,6 +34,10 @@ _TEAMS_SQL = ("SELECT accounts.root_id, " + ", ".join(f"team_members.{c.name}" f
 _PROMOTIONS_SQL = ("SELECT promotion_id, country, product_id, price, currency, valid_from, valid_to, audience, "
                    "launched_by FROM promotions WHERE country = ANY(%(countries)b::VARCHAR[]) "
                    "AND product_id = ANY(%(products)b::VARCHAR[])")
+
+_PROMOTIONS_SQLITE = ("SELECT promotion_id, country, product_id, price, currency, valid_from, valid_to, audience, "
+                      "launched_by FROM promotions WHERE country IN (SELECT value FROM json_each(?)) "
+                      "AND product_id IN (SELECT value FROM json_each(?))")
 
 
 class KeyAccountReads:
@@ -308,13 +312,10 @@ class KeyAccountReads:
                 known[pair] = {}
             stored_pair: dict[str, tuple[str, str]] = {}
             countries, products = sorted({c for c, _ in wanted}), sorted({p for _, p in wanted})
-            c = t.promotions.c
-            columns = (c.promotion_id, c.country, c.product_id, c.price, c.currency, c.valid_from, c.valid_to,
-                       c.audience, c.launched_by)
             for part in chunks(products):
                 rows = (fetch_rows(self.conn, _PROMOTIONS_SQL, {"countries": countries, "products": part})
                         if self._postgres else
-                        self.conn.execute(select(*columns).where(c.country.in_(countries), c.product_id.in_(part))))
+                        sqlite_rows(self.conn, _PROMOTIONS_SQLITE, (json_list(countries), json_list(part))))
                 for row in rows:
                     if (row[1], row[2]) in wanted:
                         known[(row[1], row[2])][row[0]] = _promotion(*row)

@@ -11,16 +11,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+import orjson
 from psycopg.rows import dict_row
 from sqlalchemy import Table, and_, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from services.domain import CLOSED_STATUSES, Account, Agreement, Promotion, Team
 from services.store import tables as t
-from services.store.bulk import Later, bulk_insert, fetch_rows, select_by_keys
+from services.store.bulk import Later, bulk_insert, fetch_rows, select_by_keys, sqlite_rows
 from services.store.caches import KeyAccountCache, KeyAccountState, MasterDataCache
 from services.store.coherence import UNVERSIONED_KEY_PREFIX, Coherence
-from services.store.db import insert_stmt
 from services.store.hierarchy import Hierarchy
 from services.store.key_account_reads import KeyAccountReads, related_terms, related_terms_by_root
 from services.store.rows import (KEYS, account_from_row, agreement_from_row, chunks, dumps, is_open,
@@ -272,7 +272,6 @@ def add_to_counters(conn: Connection, instance: str, counts: dict[str, int]) -> 
                            "ON CONFLICT (instance, name) DO UPDATE SET value = counters.value + EXCLUDED.value",
                            {"instance": instance, "names": list(counts), "values": list(counts.values())})
     elif counts:
-        stmt = insert_stmt(conn, t.counters)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["instance", "name"],
-                                                set_={"value": t.counters.c.value + stmt.excluded.value}),
-                     [{"instance": instance, "name": name, "value": value} for name, value in counts.items()])
+        sqlite_rows(conn, "INSERT INTO counters (instance, name, value) SELECT ?, key, value FROM json_each(?) "
+                          "WHERE true ON CONFLICT (instance, name) DO UPDATE SET value = value + excluded.value",
+                    (instance, orjson.dumps(counts).decode()))
