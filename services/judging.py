@@ -36,6 +36,8 @@ def judge_key_accounts(batch: Batch, fallback: str, lock: Callable[[Batch, set[s
     related = related_terms_by_root(repo, partial)
     # Cached states know nothing of this transaction's account changes, however long ago it judged them
     states = repo.key_account_states(roots, batch.reread, CONFLICT_RULES, partial)
+    # Read again as written, they are live now (writes follow them) until their accounts change again (`touch`)
+    batch.reread.difference_update(roots)
     teams = repo.teams(roots)
     agreements_by_root = {}
     pairs = set()
