@@ -10,12 +10,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from psycopg.rows import namedtuple_row
+from psycopg.rows import dict_row, namedtuple_row
 from sqlalchemy import and_, false, or_, select
 
 from services.domain import CLOSED_STATUSES, Promotion, Team, TeamMember
 from services.store import tables as t
-from services.store.bulk import fetch_rows, json_list, sqlite_rows
+from services.store.bulk import fetch_rows, json_list, pipelined, send, sqlite_rows
 from services.store.caches import KeyAccountCache, KeyAccountState, MasterDataCache
 from services.store.rows import _account, _agreement, _promotion, chunks
 
@@ -35,6 +35,27 @@ _PROMOTIONS_SQL = ("SELECT promotion_id, country, product_id, price, currency, v
                    "launched_by FROM promotions WHERE country = ANY(%(countries)b::VARCHAR[]) "
                    "AND product_id = ANY(%(products)b::VARCHAR[])")
 
+_ALERT_COLUMNS = ", ".join(f"al.{c.name}" for c in t.alerts.c)
+_OPEN_OR_DECIDED = ("al.rule = ANY(%(rules)b::VARCHAR[]) "
+                    "AND (al.status <> ALL(%(closed)b::VARCHAR[]) OR al.closed_by_decision)")
+_STATE_ACCOUNTS_SQL = ("SELECT " + ", ".join(c.name for c in t.accounts.c)
+                       + " FROM accounts WHERE root_id = ANY(%(roots)b::VARCHAR[])")
+_STATE_AGREEMENTS_SQL = ("SELECT a.root_id, " + ", ".join(f"g.{c.name}" for c in t.agreements.c)
+                         + " FROM agreements AS g JOIN accounts AS a ON a.account_id = g.account_id"
+                           " WHERE a.root_id = ANY(%(roots)b::VARCHAR[])")
+# Only the agreements a change can conflict with (`KeyAccountState.related`: same product, service, global type)
+_RELATED_AGREEMENTS_SQL = (_STATE_AGREEMENTS_SQL + " AND (g.agreement_id = ANY(%(ids)b::VARCHAR[])"
+                           " OR g.product_id = ANY(%(products)b::VARCHAR[])"
+                           " OR g.service_id = ANY(%(services)b::VARCHAR[])"
+                           " OR (g.scope = 'global' AND g.contract_type = ANY(%(types)b::VARCHAR[])))")
+_STATE_ALERTS_SQL = (f"SELECT {_ALERT_COLUMNS} FROM alerts AS al "
+                     f"WHERE al.key_account_id = ANY(%(roots)b::VARCHAR[]) AND {_OPEN_OR_DECIDED}")
+# Driven from the evidence index: a key account may have many alerts, a change touches few
+_RELATED_ALERTS_SQL = (f"SELECT DISTINCT {_ALERT_COLUMNS} FROM alerts AS al "
+                       "JOIN alert_evidence AS e ON e.alert_id = al.alert_id "
+                       "WHERE e.evidence_id = ANY(%(ids)b::VARCHAR[]) "
+                       "AND al.key_account_id = ANY(%(roots)b::VARCHAR[]) "
+                       f"AND {_OPEN_OR_DECIDED}")
 _PROMOTIONS_SQLITE = ("SELECT promotion_id, country, product_id, price, currency, valid_from, valid_to, audience, "
                       "launched_by FROM promotions WHERE country IN (SELECT value FROM json_each(?)) "
                       "AND product_id IN (SELECT value FROM json_each(?))")
@@ -243,6 +264,8 @@ class KeyAccountReads:
                           g.service_id.in_(sorted(services)) if services else false(),
                           and_(g.scope == "global", g.contract_type.in_(sorted(contract_types)))
                           if contract_types else false())
+        if self._postgres:
+            return self._read_states_pg(states, rules, related_to)
         for part in chunks(roots):
             written = self._written.get("accounts", {})
             known = self._rows["accounts"]
@@ -268,6 +291,39 @@ class KeyAccountReads:
             for row in self.conn.execute(agreements):
                 states[row.root_id].put_agreement(_agreement(row._mapping))
             for mapping in self._remember_alerts(r._mapping for r in self.conn.execute(alerts)):
+                states[mapping["key_account_id"]].follow_alert(mapping)
+        return states
+
+    def _read_states_pg(self, states: dict[str, KeyAccountState], rules: list[str],
+                        related_to: list[str] | None) -> dict[str, KeyAccountState]:
+        """`_read_states` on PostgreSQL: fixed statements (no SQLAlchemy select built per call), the
+        accounts, agreements and alerts of each chunk of key accounts in one round trip."""
+        params: dict = {"rules": sorted(rules), "closed": sorted(CLOSED_STATUSES)}
+        if related_to is not None:
+            products, services, contract_types = related_terms(self.changed_rows(related_to).values())
+            params.update(ids=list(related_to), products=sorted(products), services=sorted(services),
+                          types=sorted(contract_types))
+        written = self._written.get("accounts", {})
+        known = self._rows["accounts"]
+        for part in chunks(list(states)):
+            params["roots"] = part
+            with pipelined(self.conn):
+                accounts = send(self.conn, _STATE_ACCOUNTS_SQL, params, dict_row)
+                agreements = send(self.conn, _STATE_AGREEMENTS_SQL if related_to is None
+                                  else _RELATED_AGREEMENTS_SQL, params, dict_row)
+                alerts = send(self.conn, _STATE_ALERTS_SQL if related_to is None else _RELATED_ALERTS_SQL,
+                              params, dict_row)
+            for row in accounts.rows():
+                # As in `_read_states`: an account this transaction wrote is as the identity map has it
+                mapping = known.get((row["account_id"],)) if (row["account_id"],) in written else None
+                if mapping is None:
+                    mapping = known[(row["account_id"],)] = row
+                elif mapping["root_id"] != row["root_id"]:
+                    continue
+                states[row["root_id"]].accounts[row["account_id"]] = _account(mapping)
+            for row in agreements.rows():
+                states[row["root_id"]].put_agreement(_agreement(row))
+            for mapping in self._remember_alerts(alerts.rows()):
                 states[mapping["key_account_id"]].follow_alert(mapping)
         return states
 
