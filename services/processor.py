@@ -286,28 +286,32 @@ class Processor(StoreWriter):
         repo = batch.repo
         keys = needs.item_keys | needs.product_keys
         account_ids = set(needs.account_ids)
-        repo.prefetch(t.agreements, [(i,) for i in needs.agreement_ids])
+        with repo.reads_together():  # what does not depend on another read: one round trip (PostgreSQL)
+            repo.prefetch(t.agreements, [(i,) for i in needs.agreement_ids])
+            repo.prefetch(t.accounts, [(i,) for i in account_ids])
+            repo.prefetch(t.alerts, [(i,) for i in needs.alert_ids])
+            repo.prefetch_undercut(needs.promotions)
+            repo.prefetch(t.promotions, [(i,) for i in needs.promotion_ids])
         account_ids.update(row["account_id"] for i in needs.agreement_ids
                            if (row := repo.get(t.agreements, i)) and row["account_id"])
         known = repo.accounts(account_ids)
         keys.update(a.root_id for a in known.values())
         keys.update(account_ids - set(known))
-        decided = repo.alerts_key_accounts(needs.alert_ids)  # prefetches the decided alerts
+        decided = repo.alerts_key_accounts(needs.alert_ids)
         keys.update(decided.values())
-        repo.prefetch_undercut(needs.promotions)
         for country, product_id in needs.promotions:
             keys.update(repo.key_accounts_undercut_in(country, product_id))
         # A replaced promotion's old product too: its old (country, product) is judged again
-        repo.prefetch(t.promotions, [(i,) for i in needs.promotion_ids])
         keys.update(product_key(row["product_id"]) for i in needs.promotion_ids if (row := repo.get(t.promotions, i)))
         if not complete:
             return keys
-        repo.accounts({a.root_id for a in known.values()})
-        repo.prefetch(t.team_members, needs.team_keys)
-        repo.prefetch(t.shortages, [(i,) for i in needs.item_ids])
-        repo.prefetch_open_alerts({DUNNING_RULE: needs.dunning_ids, STOCK_RULE: needs.item_ids,
-                                   HANDOVER_RULE: needs.upserted_accounts})
-        repo.prefetch_children(needs.upserted_accounts)
+        repo.prefetch(t.team_members, needs.team_keys)  # a composite key: not among the reads together
+        with repo.reads_together():
+            repo.prefetch(t.accounts, [(a.root_id,) for a in known.values()])
+            repo.prefetch(t.shortages, [(i,) for i in needs.item_ids])
+            repo.prefetch_open_alerts({DUNNING_RULE: needs.dunning_ids, STOCK_RULE: needs.item_ids,
+                                       HANDOVER_RULE: needs.upserted_accounts})
+            repo.prefetch_children(needs.upserted_accounts)
         repo.teams({known[a].root_id for a in needs.exception_accounts if a in known} | set(decided.values()))
         return keys
 

@@ -230,14 +230,20 @@ def select_by_ids(conn: Connection, table: Table, key: str, ids: Sequence[str]) 
     array's length and may scan the table where the index is far better.
     """
     names = [c.name for c in table.c]
-    sql = _STATEMENTS.get(("select", table.name, key))
-    if sql is None:
-        sql = (f"SELECT {', '.join(names)} FROM {table.name} "
-               f"WHERE {key} = ANY(%(ids)b::{_pg_array_type(table.c[key])})")
-        _STATEMENTS[("select", table.name, key)] = sql
+    sql = select_by_ids_sql(table, key)
     with conn.connection.dbapi_connection.cursor() as cursor:
         cursor.execute(sql, {"ids": list(ids)}, prepare=False)
         return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def select_by_ids_sql(table: Table, key: str) -> str:
+    """`select_by_ids`'s statement: its one parameter is `ids`."""
+    sql = _STATEMENTS.get(("select", table.name, key))
+    if sql is None:
+        sql = (f"SELECT {', '.join(c.name for c in table.c)} FROM {table.name} "
+               f"WHERE {key} = ANY(%(ids)b::{_pg_array_type(table.c[key])})")
+        _STATEMENTS[("select", table.name, key)] = sql
+    return sql
 
 
 def select_by_keys(conn: Connection, table: Table, names: Sequence[str], keys: Sequence[tuple]) -> list[dict]:

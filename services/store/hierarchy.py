@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from psycopg.rows import tuple_row
 from sqlalchemy import select, update
 
 from services.domain import Account, Agreement
@@ -21,6 +22,8 @@ _REROOT_SQL = ("WITH RECURSIVE tree(account_id) AS ("
                "old AS (SELECT a.account_id, a.root_id FROM accounts AS a JOIN tree USING (account_id)), "
                "changed AS (UPDATE accounts AS a SET root_id = %(root)s FROM old WHERE a.account_id = old.account_id) "
                "SELECT account_id, root_id FROM old")
+
+_PARENTS_SQL = "SELECT DISTINCT parent_id FROM accounts WHERE parent_id = ANY(%(ids)b::VARCHAR[])"
 
 
 class Hierarchy:
@@ -75,9 +78,15 @@ class Hierarchy:
         self.flush(t.accounts)
         wanted = [i for i in set(account_ids) if i is not None and i not in self._has_children]
         for part in chunks(wanted):
-            parents = set(self.conn.execute(select(t.accounts.c.parent_id).distinct()
-                                            .where(t.accounts.c.parent_id.in_(part))).scalars())
-            self._has_children.update({i: i in parents for i in part})
+            def absorb(rows, part=part) -> None:
+                parents = {parent for (parent,) in rows}
+                self._has_children.update({i: i in parents for i in part})
+
+            if self._postgres:
+                self._read(_PARENTS_SQL, {"ids": part}, tuple_row, absorb)
+            else:
+                absorb((parent,) for parent in self.conn.execute(select(t.accounts.c.parent_id).distinct()
+                                                                 .where(t.accounts.c.parent_id.in_(part))).scalars())
 
     def may_have_children(self, account_id: str) -> bool:
         if account_id not in self._has_children:

@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from psycopg.rows import dict_row, namedtuple_row
+from psycopg.rows import dict_row, namedtuple_row, tuple_row
 from sqlalchemy import and_, false, or_, select
 
 from services.domain import CLOSED_STATUSES, Promotion, Team, TeamMember
@@ -77,18 +77,21 @@ class KeyAccountReads:
             known.setdefault(product, {})[country] = set()
         # Driven by the product index, pairs checked here: a list of (country, product) tuples becomes
         # a chain of ORs that PostgreSQL evaluates row by row after a sequential scan.
-        for part in chunks(sorted({p for _, p in wanted})):
-            if self._postgres:
-                rows = fetch_rows(self.conn, _UNDERCUT_SQL, {"products": part})
-            else:
-                rows = self.conn.execute(
-                    select(here.c.country, price.c.product_id, here.c.root_id).distinct()
-                    .join(anywhere, anywhere.c.root_id == here.c.root_id)
-                    .join(price, price.c.account_id == anywhere.c.account_id)
-                    .where(price.c.product_id.in_(part), price.c.kind == "price", price.c.scope == "global"))
+
+        def absorb(rows) -> None:
             for country, product_id, root_id in rows:
                 if (roots := known[product_id].get(country)) is not None:
                     roots.add(root_id)
+
+        for part in chunks(sorted({p for _, p in wanted})):
+            if self._postgres:
+                self._read(_UNDERCUT_SQL, {"products": part}, tuple_row, absorb)
+                continue
+            absorb(self.conn.execute(
+                select(here.c.country, price.c.product_id, here.c.root_id).distinct()
+                .join(anywhere, anywhere.c.root_id == here.c.root_id)
+                .join(price, price.c.account_id == anywhere.c.account_id)
+                .where(price.c.product_id.in_(part), price.c.kind == "price", price.c.scope == "global")))
 
     def key_accounts_undercut_in(self, country: str, product_id: str) -> set[str]:
         """Roots a promotion in `country` for `product_id` may undercut (see `prefetch_undercut`)."""

@@ -8,6 +8,7 @@ thousands of events costs a handful of statements, not several per event.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -18,7 +19,8 @@ from sqlalchemy.engine import Connection
 
 from services.domain import CLOSED_STATUSES, Account, Agreement, Promotion, Team
 from services.store import tables as t
-from services.store.bulk import Later, bulk_insert, fetch_rows, select_by_keys, sqlite_rows
+from services.store.bulk import (Later, bulk_insert, fetch_rows, pipelined, select_by_ids_sql, select_by_keys,
+                                 send, sqlite_rows)
 from services.store.caches import KeyAccountCache, KeyAccountState, MasterDataCache
 from services.store.coherence import UNVERSIONED_KEY_PREFIX, Coherence
 from services.store.hierarchy import Hierarchy
@@ -72,6 +74,7 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         self._alerts_by_ref: dict[tuple[str, str | None], set[str]] = defaultdict(set)
         self._undercut: dict[str, dict[str, set[str]]] = {}  # product -> country -> roots (prefetch_undercut)
         self._promotions_by_pair: dict[tuple[str, str], dict[str, Promotion]] = {}
+        self._later: list | None = None  # inside `reads_together`: what takes in each read's rows after it
         self._commits_at_start = Later(rows=[])  # the store's `commits` version before this transaction read
         self._nobody_committed = False  # ... and it is the same under the locks `validate_keys` checked last
 
@@ -87,13 +90,51 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
             for key in [k for k in wanted if k in shared]:
                 known[key] = dict(shared[key]) if shared[key] is not None else None
             wanted = [k for k in wanted if k not in known]
-        for part in chunks(wanted):
-            for mapping in select_by_keys(self.conn, table, names, part):
+        if not wanted:
+            return
+
+        def absorb(rows) -> None:
+            for mapping in rows:
                 known[tuple(mapping[n] for n in names)] = mapping
-        for key in wanted:
-            known.setdefault(key, None)
-            if shared is not None:
-                shared[key] = dict(known[key]) if known[key] is not None else None
+            for key in wanted:
+                known.setdefault(key, None)
+                if shared is not None:
+                    shared[key] = dict(known[key]) if known[key] is not None else None
+
+        if self._later is not None and len(names) == 1:  # inside `reads_together`
+            sql = select_by_ids_sql(table, names[0])
+            for part in chunks(wanted):
+                self._read(sql, {"ids": [k[0] for k in part]}, dict_row, absorb)
+            return
+        absorb([mapping for part in chunks(wanted) for mapping in select_by_keys(self.conn, table, names, part)])
+
+    @contextlib.contextmanager
+    def reads_together(self):
+        """PostgreSQL: the prefetches of the block travel in one round trip, and what they return is
+        taken in after it. Only for reads nothing in the block needs the result of; composite keys and
+        SQLAlchemy statements must stay out (in a pipeline SQLAlchemy would find no result rows).
+        """
+        if not self._postgres or self._later is not None:
+            yield
+            return
+        self._shared()  # it may read the master-data version: before the pipeline, not in it
+        self._later = []
+        try:
+            with pipelined(self.conn):
+                yield
+            for absorb in self._later:
+                absorb()
+        finally:
+            self._later = None
+
+    def _read(self, sql: str, params: dict, row_factory, absorb) -> None:
+        """PostgreSQL: run a read and hand its rows to `absorb`, now, or after the round trip of the
+        surrounding `reads_together`."""
+        if self._later is None:
+            absorb(fetch_rows(self.conn, sql, params, row_factory))
+            return
+        later = send(self.conn, sql, params, row_factory)
+        self._later.append(lambda: absorb(later.rows()))
 
     def get(self, table: Table, *key) -> dict | None:
         if key not in self._rows[table.name]:
@@ -220,7 +261,7 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
                 params = {"closed": sorted(CLOSED_STATUSES)}
                 for i, rule in enumerate(rules):
                     params[f"rule{i}"], params[f"refs{i}"] = rule, by_rule[rule]
-                self._remember_alerts(fetch_rows(self.conn, sql, params, dict_row))
+                self._read(sql, params, dict_row, self._remember_alerts)
                 continue
             self._remember_alerts(r._mapping for r in self.conn.execute(select(t.alerts).where(
                 or_(*(and_(c.rule == rule, c.ref_id.in_(refs)) for rule, refs in by_rule.items())),
