@@ -101,7 +101,9 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
                 if shared is not None:
                     shared[key] = dict(known[key]) if known[key] is not None else None
 
-        if self._later is not None and len(names) == 1:  # inside `reads_together`
+        if self._later is not None:  # inside `reads_together`
+            if len(names) != 1:  # its SQLAlchemy statement would find no rows inside the pipeline
+                raise RuntimeError(f"prefetch of {table.name} (a composite key) inside reads_together")
             sql = select_by_ids_sql(table, names[0])
             for part in chunks(wanted):
                 self._read(sql, {"ids": [k[0] for k in part]}, dict_row, absorb)

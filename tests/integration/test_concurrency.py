@@ -374,15 +374,16 @@ def undercut_fingerprint(ka: str, promotion_id: str) -> str:
 def undercut_reads(monkeypatch) -> list[int]:
     """Counts the reads of which key accounts promotions may undercut."""
     import services.store.key_account_reads as reads_module
+    from services.store.state import StateRepository
 
-    reads, fetch_rows = [], reads_module.fetch_rows
+    reads, read = [], StateRepository._read
 
-    def counting_fetch_rows(conn, sql, *args, **kwargs):
+    def counting_read(self, sql, *args, **kwargs):
         if sql == reads_module._UNDERCUT_SQL:
             reads.append(1)
-        return fetch_rows(conn, sql, *args, **kwargs)
+        return read(self, sql, *args, **kwargs)
 
-    monkeypatch.setattr(reads_module, "fetch_rows", counting_fetch_rows)
+    monkeypatch.setattr(StateRepository, "_read", counting_read)
     return reads
 
 
