@@ -55,7 +55,7 @@ def tune_garbage_collector() -> None:
     twenty times less often. Objects alive at start-up (modules, settings) are frozen out of it.
     """
     gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
+    gc.set_threshold(*gc_thresholds_for(BACKLOG_BATCH))
 
 
 # CPython makes the thread holding the GIL hand it over every `switch interval` while another
@@ -72,6 +72,19 @@ BACKLOG_BATCH = 500  # events in one batch from which the consumer is working of
 
 def switch_interval_for(batch_size: int) -> float:
     return BACKLOG_SWITCH_INTERVAL_S if batch_size >= BACKLOG_BATCH else LIVE_SWITCH_INTERVAL_S
+
+
+# A young-generation collection costs about 1 µs per container object allocated since the last one
+# and still alive (mostly the rows a batch holds). Working off a backlog, rare collections cost least
+# in all (in process, 30,000 events: 5 collections, 99-161 ms, against 63 collections, 249-303 ms, at
+# 10,000). With live traffic every pause is a latency: at 50,000 the service paused 55 ms (p50) and up
+# to 104 ms every ten seconds at 500 events/s on SQLite; at 10,000, 10 ms (p50), at most 24.
+BACKLOG_GC_YOUNG = 50_000
+LIVE_GC_YOUNG = 10_000
+
+
+def gc_thresholds_for(batch_size: int) -> tuple[int, int, int]:
+    return (BACKLOG_GC_YOUNG if batch_size >= BACKLOG_BATCH else LIVE_GC_YOUNG), 20, 20
 
 
 def new_instance_id() -> str:
@@ -174,6 +187,7 @@ class Service:
                     records, decoded = records + extra, decoded + extra_decoded
                 upcoming = asyncio.create_task(self._fetch())
                 sys.setswitchinterval(switch_interval_for(len(records)))  # nothing fetched: live too
+                gc.set_threshold(*gc_thresholds_for(len(records)))
                 if not records:
                     continue
                 began = time.perf_counter()
