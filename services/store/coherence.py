@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-
 from services.store.bulk import fetch_rows, increment_versions, json_list, pipelined, send, sqlite_rows
 from services.store.caches import KeyAccountCache
 from services.store.db import lock_keys
