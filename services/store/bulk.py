@@ -141,6 +141,9 @@ def _executemany(conn: Connection, table: Table, rows, conflict, update, returni
     `excluded` alias each time defeats SQLAlchemy's statement cache).
     """
     columns = tuple(rows[0])
+    if returning:  # sqlite3's executemany returns no rows: all of them in one statement instead
+        return sqlite_rows(conn, _sqlite_insert_returning(table, columns, conflict, update, returning),
+                           (orjson.dumps([[row[c] for c in columns] for row in rows], default=str).decode(),))
     key = ("sqlite", table.name, columns, conflict, update, returning)
     if (compiled := _STATEMENTS.get(key)) is None:
         stmt = insert_stmt(conn, table).values({c: bindparam(c) for c in columns})
@@ -155,15 +158,28 @@ def _executemany(conn: Connection, table: Table, rows, conflict, update, returni
     sql, order = compiled
     cursor = conn.connection.dbapi_connection.cursor()
     try:
-        if returning:  # one row's RETURNING per execute: sqlite3's executemany returns no rows
-            out = []
-            for row in rows:
-                out += [tuple(r) for r in cursor.execute(sql, [row[name] for name in order]).fetchall()]
-            return out
         cursor.executemany(sql, [[row[name] for name in order] for row in rows])
         return []
     finally:
         cursor.close()
+
+
+def _sqlite_insert_returning(table: Table, columns: tuple[str, ...], conflict, update: bool,
+                             returning: tuple[str, ...]) -> str:
+    """SQLite: INSERT … RETURNING of many rows given as one JSON array of arrays, in row order (ids follow it)."""
+    key = ("sqlite-returning", table.name, columns, conflict, update, returning)
+    if (sql := _STATEMENTS.get(key)) is None:
+        names = ", ".join(f'"{c}"' for c in columns)
+        values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+        sql = f"INSERT INTO {table.name} ({names}) SELECT {values} FROM json_each(?) WHERE true ORDER BY key"
+        if conflict is not None:
+            others = [c for c in columns if c not in conflict]
+            target = ", ".join(f'"{c}"' for c in conflict)
+            sql += (f" ON CONFLICT ({target}) DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in others)
+                    if update and others else f" ON CONFLICT ({target}) DO NOTHING")
+        sql += " RETURNING " + ", ".join(f'"{c}"' for c in returning)
+        _STATEMENTS[key] = sql
+    return sql
 
 
 def increment_versions(conn: Connection, keys: Sequence[str]) -> Later:
