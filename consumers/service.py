@@ -269,6 +269,7 @@ class Service:
                 self.consumer.resume(*(tp for tp in paused if tp in self.consumer.assignment()))
 
     async def _stopped_within(self, seconds: float) -> bool:
+        """Wait `seconds` or until asked to stop; whether asked to stop."""
         try:
             await asyncio.wait_for(self.stop.wait(), seconds)
             return True
@@ -287,11 +288,8 @@ class Service:
             except Exception as exc:  # a database hiccup must not end the timers
                 if not report_outage(exc):
                     log.exception("escalation round failed")
-            try:  # while the database is away, look less often
-                await asyncio.wait_for(self.stop.wait(), max(self.settings.timer_interval_s,
-                                                             2.0 if OUTAGES.is_down(DATABASE) else 0.0))
-            except asyncio.TimeoutError:
-                pass
+            # while the database is away, look less often
+            await self._stopped_within(max(self.settings.timer_interval_s, 2.0 if OUTAGES.is_down(DATABASE) else 0.0))
 
     async def _review_daily(self) -> None:
         """Once per UTC day, judge again the key accounts with open conflicts: validity ends with the calendar."""
@@ -308,10 +306,7 @@ class Service:
                 except Exception as exc:
                     if not report_outage(exc):
                         log.exception("daily review failed; will try again")
-            try:
-                await asyncio.wait_for(self.stop.wait(), 60)
-            except asyncio.TimeoutError:
-                pass
+            await self._stopped_within(60)
 
     async def _checkpoint_forever(self) -> None:
         """SQLite: copy the write-ahead log into the database every second, beside the batches (`checkpoint_sqlite`)."""
@@ -321,10 +316,7 @@ class Service:
             except Exception as exc:  # a busy or vanished file: the next round tries again
                 if not report_outage(exc):
                     log.warning("SQLite checkpoint failed (%s); trying again", exc)
-            try:
-                await asyncio.wait_for(self.stop.wait(), 1.0)
-            except asyncio.TimeoutError:
-                pass
+            await self._stopped_within(1.0)
         await asyncio.to_thread(checkpoint_sqlite, self.engine)  # leave a short log behind
 
     def _new_producer(self) -> AIOKafkaProducer:
@@ -342,10 +334,7 @@ class Service:
                         OUTAGES.recovered(KAFKA)
                 except Exception:
                     pass
-            try:
-                await asyncio.wait_for(self.stop.wait(), 2.0)
-            except asyncio.TimeoutError:
-                pass
+            await self._stopped_within(2.0)
 
     def request_stop(self) -> None:
         self.stop.set()

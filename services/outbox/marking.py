@@ -7,7 +7,6 @@ import logging
 import time
 from datetime import timedelta
 
-import orjson
 from aiokafka import TopicPartition
 from sqlalchemy import and_, delete, or_
 
@@ -15,7 +14,7 @@ from services.domain import iso
 from services.outages import report_outage
 from services.outbox.oversized import UNDELIVERABLE_KEPT
 from services.store import tables as t
-from services.store.bulk import json_list, sqlite_rows
+from services.store.bulk import bulk_insert, json_list, sqlite_rows
 
 log = logging.getLogger("onevoice.outbox")
 MARK_INTERVAL_S = 0.05
@@ -85,18 +84,15 @@ class Marking:
                             {"topics": [tp.topic for tp in positions], "partitions": [tp.partition for tp in positions],
                              "offsets": list(positions.values())})
                 return
-            # SQLite: fixed statements, the ids as one JSON list; the write lock they take is the batch writer's,
-            # so the shorter they hold it the better (built with SQLAlchemy, 500 ids at a time, they took longer)
+            # SQLite: one fixed statement, the ids as one JSON list; the write lock it takes is the batch writer's,
+            # so the shorter it holds it the better (built with SQLAlchemy, 500 ids at a time, it took longer)
             if ids:
                 sqlite_rows(conn, "UPDATE outbox SET sent_at = ? WHERE id IN (SELECT value FROM json_each(?))"
                                   + (" AND sent_at IS NULL" if only_unsent else ""), (now, json_list(ids)))
             if positions:
-                sqlite_rows(conn, 'INSERT INTO relay_positions (topic, "partition", next_offset) '
-                                  "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-                                  "json_extract(value, '$[2]') "
-                                  "FROM json_each(?) WHERE true "
-                                  'ON CONFLICT (topic, "partition") DO UPDATE SET next_offset = excluded.next_offset',
-                            (orjson.dumps([[tp.topic, tp.partition, offset] for tp, offset in positions.items()]).decode(),))
+                bulk_insert(conn, t.relay_positions, [{"topic": tp.topic, "partition": tp.partition,
+                                                       "next_offset": offset} for tp, offset in positions.items()],
+                            conflict=("topic", "partition"), update=True)
 
     def _prune(self) -> None:
         """Forget rows published more than ten minutes ago (Kafka has them now), and set-aside ones after 30 days."""

@@ -256,6 +256,8 @@ class KeyAccountReads:
         states = {root: KeyAccountState() for root in roots}
         if not roots:
             return states
+        if self._postgres:
+            return self._read_states_pg(states, rules, related_to)
         a, g, c, e = t.accounts, t.agreements.c, t.alerts.c, t.alert_evidence.c
         alert_filter = (c.rule.in_(rules),
                         or_(c.status.not_in(list(CLOSED_STATUSES)), c.closed_by_decision == True))  # noqa: E712
@@ -267,20 +269,7 @@ class KeyAccountReads:
                           g.service_id.in_(sorted(services)) if services else false(),
                           and_(g.scope == "global", g.contract_type.in_(sorted(contract_types)))
                           if contract_types else false())
-        if self._postgres:
-            return self._read_states_pg(states, rules, related_to)
         for part in chunks(roots):
-            written = self._written.get("accounts", {})
-            known = self._rows["accounts"]
-            for row in self.conn.execute(select(a).where(a.c.root_id.in_(part))):
-                # An account this transaction wrote is as the identity map has it (a subtree moved by SQL
-                # was forgotten there, and is as read); it may not be sent yet, and belong elsewhere now.
-                mapping = known.get((row.account_id,)) if (row.account_id,) in written else None
-                if mapping is None:
-                    mapping = known[(row.account_id,)] = dict(row._mapping)
-                elif mapping["root_id"] != row.root_id:
-                    continue
-                states[row.root_id].accounts[row.account_id] = _account(mapping)
             agreements = select(a.c.root_id, t.agreements).join(a, a.c.account_id == g.account_id).where(
                 a.c.root_id.in_(part))
             if related is None:
@@ -291,10 +280,10 @@ class KeyAccountReads:
                 alerts = (select(t.alerts).join(t.alert_evidence, e.alert_id == c.alert_id)
                           .where(e.evidence_id.in_(related_to), c.key_account_id.in_(part), *alert_filter)
                           .distinct())
-            for row in self.conn.execute(agreements):
-                states[row.root_id].put_agreement(_agreement(row._mapping))
-            for mapping in self._remember_alerts(r._mapping for r in self.conn.execute(alerts)):
-                states[mapping["key_account_id"]].follow_alert(mapping)
+            accounts = [dict(r._mapping) for r in self.conn.execute(select(a).where(a.c.root_id.in_(part)))]
+            self._take_state_rows(states, accounts,
+                                  [r._mapping for r in self.conn.execute(agreements)],
+                                  [r._mapping for r in self.conn.execute(alerts)])
         return states
 
     def _read_states_pg(self, states: dict[str, KeyAccountState], rules: list[str],
@@ -306,8 +295,6 @@ class KeyAccountReads:
             products, services, contract_types = related_terms(self.changed_rows(related_to).values())
             params.update(ids=list(related_to), products=sorted(products), services=sorted(services),
                           types=sorted(contract_types))
-        written = self._written.get("accounts", {})
-        known = self._rows["accounts"]
         for part in chunks(list(states)):
             params["roots"] = part
             with pipelined(self.conn):
@@ -316,19 +303,27 @@ class KeyAccountReads:
                                   else _RELATED_AGREEMENTS_SQL, params, dict_row)
                 alerts = send(self.conn, _STATE_ALERTS_SQL if related_to is None else _RELATED_ALERTS_SQL,
                               params, dict_row)
-            for row in accounts.rows():
-                # As in `_read_states`: an account this transaction wrote is as the identity map has it
-                mapping = known.get((row["account_id"],)) if (row["account_id"],) in written else None
-                if mapping is None:
-                    mapping = known[(row["account_id"],)] = row
-                elif mapping["root_id"] != row["root_id"]:
-                    continue
-                states[row["root_id"]].accounts[row["account_id"]] = _account(mapping)
-            for row in agreements.rows():
-                states[row["root_id"]].put_agreement(_agreement(row))
-            for mapping in self._remember_alerts(alerts.rows()):
-                states[mapping["key_account_id"]].follow_alert(mapping)
+            self._take_state_rows(states, accounts.rows(), agreements.rows(), alerts.rows())
         return states
+
+    def _take_state_rows(self, states: dict[str, KeyAccountState], accounts: Iterable[dict],
+                         agreements: Iterable, alerts: Iterable) -> None:
+        """Fill `states` with rows read for them: accounts (dicts), agreements with their `root_id`, alerts."""
+        written = self._written.get("accounts", {})
+        known = self._rows["accounts"]
+        for row in accounts:
+            # An account this transaction wrote is as the identity map has it (a subtree moved by SQL
+            # was forgotten there, and is as read); it may not be sent yet, and belong elsewhere now.
+            mapping = known.get((row["account_id"],)) if (row["account_id"],) in written else None
+            if mapping is None:
+                mapping = known[(row["account_id"],)] = row
+            elif mapping["root_id"] != row["root_id"]:
+                continue
+            states[row["root_id"]].accounts[row["account_id"]] = _account(mapping)
+        for row in agreements:
+            states[row["root_id"]].put_agreement(_agreement(row))
+        for mapping in self._remember_alerts(alerts):
+            states[mapping["key_account_id"]].follow_alert(mapping)
 
     def _written_agreement_roots(self) -> dict[str, str | None]:
         """The key account of every agreement this transaction wrote (None if its account is unknown)."""
