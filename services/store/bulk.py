@@ -17,17 +17,20 @@ work per row. SQLite keeps SQLAlchemy's executemany (in-process: no round trip t
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
+import re
 from collections.abc import Sequence
 
 import orjson
-from psycopg.rows import tuple_row
+from psycopg.rows import dict_row, namedtuple_row, tuple_row
 from psycopg.types.json import Json
-from sqlalchemy import Table, bindparam, select, tuple_
+from sqlalchemy import Boolean, Table, bindparam, select, tuple_
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
+from services.store import tables as _tables
 from services.store.db import insert_stmt
 
 _PG = postgresql.dialect()
@@ -222,34 +225,85 @@ def send_commit(conn: Connection) -> None:
 
 
 def fetch_rows(conn: Connection, sql: str, params: dict, row_factory=tuple_row) -> list:
-    """PostgreSQL: run a fixed statement on the driver's cursor; rows as plain tuples unless told otherwise.
+    """Run a fixed statement on the driver's cursor; rows as plain tuples unless told otherwise.
 
     For the reads every batch makes: building and compiling a SQLAlchemy select costs about
-    150 µs of Python per call, the statement itself often less. Not prepared, for the reason
+    150 µs of Python per call, the statement itself often less. Written once in PostgreSQL's
+    form; on SQLite it runs translated (`sqlite_form`). Not prepared, for the reason
     `select_by_ids` gives.
     """
     return send(conn, sql, params, row_factory).rows()
 
 
 def send(conn: Connection, sql: str, params: dict, row_factory=tuple_row, prepare: bool | None = False) -> Later:
-    """PostgreSQL: `fetch_rows`, the rows read when asked for (see `Later`)."""
+    """`fetch_rows`, the rows read when asked for (see `Later`; on SQLite they are read at once)."""
+    if conn.dialect.name != "postgresql":
+        return Later(rows=_sqlite_read(conn, sql, params, row_factory))
     cursor = conn.connection.dbapi_connection.cursor(row_factory=row_factory)
     cursor.execute(sql, params, prepare=prepare)
     return Later([cursor])
 
 
+# PostgreSQL's list parameters, `x = ANY(%(name)b::TYPE[])` and `x <> ALL(...)`, read on SQLite as one JSON
+# list each (`json_each`); other parameters `%(name)s` become `:name`.
+_ANY = re.compile(r"= ANY\(%\((\w+)\)[sb]::[\w ()]+\[\]\)")
+_ALL = re.compile(r"<> ALL\(%\((\w+)\)[sb]::[\w ()]+\[\]\)")
+_PARAMETER = re.compile(r"%\((\w+)\)[sb]")
+_BOOLEANS = frozenset(c.name for table in _tables.metadata.tables.values() for c in table.c
+                      if isinstance(c.type, Boolean))
+
+
+def sqlite_form(sql: str) -> str:
+    """A fixed PostgreSQL statement as SQLite runs it (lists as JSON; see `_ANY`). Only the forms the
+    store writes are known: anything else PostgreSQL-only is refused rather than run wrong."""
+    translated = _STATEMENTS.get(("sqlite-form", sql))
+    if translated is None:
+        translated = _ALL.sub(r"NOT IN (SELECT value FROM json_each(:\1))",
+                              _ANY.sub(r"IN (SELECT value FROM json_each(:\1))", sql))
+        translated = _PARAMETER.sub(r":\1", translated)
+        if "::" in translated or "unnest(" in translated:
+            raise ValueError(f"no SQLite form for {sql!r}")
+        _STATEMENTS[("sqlite-form", sql)] = translated
+    return translated
+
+
+def _sqlite_read(conn: Connection, sql: str, params: dict, row_factory) -> list:
+    """SQLite: `fetch_rows`'s statement and rows, in the `row_factory`'s shape (tuple, dict, named tuple);
+    booleans come back as booleans, as from PostgreSQL (SQLite stores 0 and 1)."""
+    values = {name: json_list(value) if isinstance(value, (list, tuple, set, frozenset)) else value
+              for name, value in params.items()}
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        rows = cursor.execute(sqlite_form(sql), values).fetchall()
+        if row_factory is tuple_row:
+            return rows
+        names = [d[0] for d in cursor.description]
+    finally:
+        cursor.close()
+    booleans = [i for i, name in enumerate(names) if name in _BOOLEANS]
+    if booleans:
+        rows = [tuple(bool(v) if i in booleans and v is not None else v for i, v in enumerate(row)) for row in rows]
+    if row_factory is dict_row:
+        return [dict(zip(names, row)) for row in rows]
+    if row_factory is namedtuple_row:
+        shape = _named_tuple(tuple(names))
+        return [shape._make(row) for row in rows]
+    raise ValueError(f"unknown row factory {row_factory!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def _named_tuple(names: tuple[str, ...]):
+    return collections.namedtuple("Row", names)
+
+
 def select_by_ids(conn: Connection, table: Table, key: str, ids: Sequence[str]) -> list[dict]:
-    """PostgreSQL: the rows of `table` whose `key` is one of `ids`, as dicts, in one round trip.
+    """The rows of `table` whose `key` is one of `ids`, as dicts, in one round trip.
 
     `key = ANY(binary array)`: one parameter instead of an IN list that SQLAlchemy and psycopg
     render and parse anew for every length. Not prepared: a generic plan does not know the
     array's length and may scan the table where the index is far better.
     """
-    names = [c.name for c in table.c]
-    sql = select_by_ids_sql(table, key)
-    with conn.connection.dbapi_connection.cursor() as cursor:
-        cursor.execute(sql, {"ids": list(ids)}, prepare=False)
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+    return fetch_rows(conn, select_by_ids_sql(table, key), {"ids": list(ids)}, dict_row)
 
 
 def select_by_ids_sql(table: Table, key: str) -> str:
@@ -269,7 +323,7 @@ def select_by_keys(conn: Connection, table: Table, names: Sequence[str], keys: S
     built once with an expanding parameter: building the IN list's clause anew coerced every key
     value through SQLAlchemy, most of a small SQLite batch's prefetch time.
     """
-    if len(names) == 1 and conn.dialect.name == "postgresql":
+    if len(names) == 1:
         return select_by_ids(conn, table, names[0], [k[0] for k in keys])
     statement = _STATEMENTS.get(("select-keys", table.name, tuple(names)))
     if statement is None:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from services.store.bulk import fetch_rows, increment_versions, json_list, pipelined, send, sqlite_rows
+from services.store.bulk import fetch_rows, increment_versions, pipelined, send
 from services.store.caches import KeyAccountCache
 from services.store.db import lock_keys
 
 _KEY_VERSIONS_SQL = ("SELECT key, version, false FROM key_versions WHERE key = ANY(%(keys)b::VARCHAR[]) "
                      "UNION ALL SELECT name, value, true FROM versions WHERE name IN ('teams', 'commits')")
-_KEY_VERSIONS_SQLITE = ("SELECT key, version, 0 FROM key_versions WHERE key IN (SELECT value FROM json_each(?)) "
-                        "UNION ALL SELECT name, value, 1 FROM versions WHERE name IN ('teams', 'commits')")
 _COMMITS_SQL = "SELECT value FROM versions WHERE name = 'commits'"
 UNVERSIONED_KEY_PREFIX = "product:"  # lock keys that guard no cached state: no version to bump or check
 
@@ -60,10 +58,8 @@ class Coherence:
         cache = self._key_cache
         found: dict[str, int] = {}
         masters: dict[str, int] = {}
-        if rows is None and self._postgres:
+        if rows is None:
             rows = fetch_rows(self.conn, _KEY_VERSIONS_SQL, {"keys": keys})
-        elif rows is None:
-            rows = sqlite_rows(self.conn, _KEY_VERSIONS_SQLITE, (json_list(keys),))
         for key, version, is_master in rows:
             if is_master:
                 masters[key] = version

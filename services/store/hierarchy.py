@@ -24,6 +24,7 @@ _REROOT_SQL = ("WITH RECURSIVE tree(account_id) AS ("
                "SELECT account_id, root_id FROM old")
 
 _PARENTS_SQL = "SELECT DISTINCT parent_id FROM accounts WHERE parent_id = ANY(%(ids)b::VARCHAR[])"
+_CHILDREN_SQL = "SELECT account_id FROM accounts WHERE parent_id = ANY(%(ids)b::VARCHAR[])"
 
 
 class Hierarchy:
@@ -82,11 +83,7 @@ class Hierarchy:
                 parents = {parent for (parent,) in rows}
                 self._has_children.update({i: i in parents for i in part})
 
-            if self._postgres:
-                self._read(_PARENTS_SQL, {"ids": part}, tuple_row, absorb)
-            else:
-                absorb((parent,) for parent in self.conn.execute(select(t.accounts.c.parent_id).distinct()
-                                                                 .where(t.accounts.c.parent_id.in_(part))).scalars())
+            self._read(_PARENTS_SQL, {"ids": part}, tuple_row, absorb)
 
     def may_have_children(self, account_id: str) -> bool:
         if account_id not in self._has_children:
@@ -100,8 +97,8 @@ class Hierarchy:
         while frontier:
             rows = []
             for part in chunks(frontier):
-                rows += self.conn.execute(select(t.accounts.c.account_id).where(t.accounts.c.parent_id.in_(part))).all()
-            frontier = [r.account_id for r in rows if r.account_id not in found]
+                rows += fetch_rows(self.conn, _CHILDREN_SQL, {"ids": part})
+            frontier = [account_id for (account_id,) in rows if account_id not in found]
             found += frontier
         return found
 

@@ -11,18 +11,17 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from psycopg.rows import dict_row, namedtuple_row, tuple_row
-from sqlalchemy import and_, false, or_, select
 
 from services.domain import CLOSED_STATUSES, Promotion, Team, TeamMember
 from services.store import tables as t
-from services.store.bulk import fetch_rows, json_list, pipelined, send, sqlite_rows
+from services.store.bulk import fetch_rows, pipelined, send
 from services.store.caches import KeyAccountCache, KeyAccountState, MasterDataCache
 from services.store.rows import _account, _agreement, _promotion, chunks
 
 if TYPE_CHECKING:
     from services.store.state import StateRepository
 
-# PostgreSQL texts of the reads every batch makes (SQLite builds them with SQLAlchemy).
+# The reads every batch makes, in PostgreSQL's form (SQLite runs them translated: `bulk.sqlite_form`).
 _UNDERCUT_SQL = ("SELECT DISTINCT here.country, price.product_id, here.root_id FROM accounts AS here "
                  "JOIN accounts AS anywhere ON anywhere.root_id = here.root_id "
                  "JOIN agreements AS price ON price.account_id = anywhere.account_id "
@@ -31,6 +30,7 @@ _UNDERCUT_SQL = ("SELECT DISTINCT here.country, price.product_id, here.root_id F
 _TEAMS_SQL = ("SELECT accounts.root_id, " + ", ".join(f"team_members.{c.name}" for c in t.team_members.c)
               + " FROM team_members JOIN accounts ON accounts.account_id = team_members.account_id "
                 "WHERE accounts.root_id = ANY(%(roots)b::VARCHAR[])")
+_TEAMS_VERSION_SQL = "SELECT value FROM versions WHERE name = 'teams'"
 _PROMOTIONS_SQL = ("SELECT promotion_id, country, product_id, price, currency, valid_from, valid_to, audience, "
                    "launched_by FROM promotions WHERE country = ANY(%(countries)b::VARCHAR[]) "
                    "AND product_id = ANY(%(products)b::VARCHAR[])")
@@ -56,9 +56,6 @@ _RELATED_ALERTS_SQL = (f"SELECT DISTINCT {_ALERT_COLUMNS} FROM alerts AS al "
                        "WHERE e.evidence_id = ANY(%(ids)b::VARCHAR[]) "
                        "AND al.key_account_id = ANY(%(roots)b::VARCHAR[]) "
                        f"AND {_OPEN_OR_DECIDED}")
-_PROMOTIONS_SQLITE = ("SELECT promotion_id, country, product_id, price, currency, valid_from, valid_to, audience, "
-                      "launched_by FROM promotions WHERE country IN (SELECT value FROM json_each(?)) "
-                      "AND product_id IN (SELECT value FROM json_each(?))")
 
 
 class KeyAccountReads:
@@ -72,7 +69,6 @@ class KeyAccountReads:
         if not wanted:
             return
         self.flush(t.accounts, t.agreements)
-        here, anywhere, price = t.accounts.alias("here"), t.accounts.alias("anywhere"), t.agreements
         for country, product in wanted:
             known.setdefault(product, {})[country] = set()
         # Driven by the product index, pairs checked here: a list of (country, product) tuples becomes
@@ -84,14 +80,7 @@ class KeyAccountReads:
                     roots.add(root_id)
 
         for part in chunks(sorted({p for _, p in wanted})):
-            if self._postgres:
-                self._read(_UNDERCUT_SQL, {"products": part}, tuple_row, absorb)
-                continue
-            absorb(self.conn.execute(
-                select(here.c.country, price.c.product_id, here.c.root_id).distinct()
-                .join(anywhere, anywhere.c.root_id == here.c.root_id)
-                .join(price, price.c.account_id == anywhere.c.account_id)
-                .where(price.c.product_id.in_(part), price.c.kind == "price", price.c.scope == "global")))
+            self._read(_UNDERCUT_SQL, {"products": part}, tuple_row, absorb)
 
     def key_accounts_undercut_in(self, country: str, product_id: str) -> set[str]:
         """Roots a promotion in `country` for `product_id` may undercut (see `prefetch_undercut`)."""
@@ -114,11 +103,7 @@ class KeyAccountReads:
             self.flush(t.accounts, t.team_members)
             latest: dict[str, dict[tuple[str, str], tuple]] = defaultdict(dict)
             for part in chunks(missing):
-                rows = (fetch_rows(self.conn, _TEAMS_SQL, {"roots": part}, namedtuple_row) if self._postgres
-                        else self.conn.execute(select(t.accounts.c.root_id, t.team_members).join(
-                            t.accounts, t.accounts.c.account_id == t.team_members.c.account_id)
-                            .where(t.accounts.c.root_id.in_(part))))
-                for row in rows:
+                for row in fetch_rows(self.conn, _TEAMS_SQL, {"roots": part}, namedtuple_row):
                     slot = (row.person_id, row.role)
                     stamp = (row.event_time, row.event_id)
                     current = latest[row.root_id].get(slot)
@@ -139,8 +124,8 @@ class KeyAccountReads:
             if self.optimistic_master and self._master_cache.version is not None:
                 self._master_version = self._master_cache.version  # validate_keys checks it under the locks
                 return self._master_cache
-            version = self.conn.execute(select(t.versions.c.value).where(t.versions.c.name == "teams")).scalar()
-            self._master_version = version if version is not None else -1
+            rows = fetch_rows(self.conn, _TEAMS_VERSION_SQL, {})
+            self._master_version = rows[0][0] if rows else -1
             self._master_cache.align(self._master_version)
             self._master_cache_checked = True
         return self._master_cache
@@ -256,39 +241,11 @@ class KeyAccountReads:
         states = {root: KeyAccountState() for root in roots}
         if not roots:
             return states
-        if self._postgres:
-            return self._read_states_pg(states, rules, related_to)
-        a, g, c, e = t.accounts, t.agreements.c, t.alerts.c, t.alert_evidence.c
-        alert_filter = (c.rule.in_(rules),
-                        or_(c.status.not_in(list(CLOSED_STATUSES)), c.closed_by_decision == True))  # noqa: E712
-        related = None
-        if related_to is not None:
-            products, services, contract_types = related_terms(self.changed_rows(related_to).values())
-            related = or_(g.agreement_id.in_(related_to),
-                          g.product_id.in_(sorted(products)) if products else false(),
-                          g.service_id.in_(sorted(services)) if services else false(),
-                          and_(g.scope == "global", g.contract_type.in_(sorted(contract_types)))
-                          if contract_types else false())
-        for part in chunks(roots):
-            agreements = select(a.c.root_id, t.agreements).join(a, a.c.account_id == g.account_id).where(
-                a.c.root_id.in_(part))
-            if related is None:
-                alerts = select(t.alerts).where(c.key_account_id.in_(part), *alert_filter)
-            else:
-                agreements = agreements.where(related)
-                # Driven from the evidence index: a key account may have many alerts, a change touches few.
-                alerts = (select(t.alerts).join(t.alert_evidence, e.alert_id == c.alert_id)
-                          .where(e.evidence_id.in_(related_to), c.key_account_id.in_(part), *alert_filter)
-                          .distinct())
-            accounts = [dict(r._mapping) for r in self.conn.execute(select(a).where(a.c.root_id.in_(part)))]
-            self._take_state_rows(states, accounts,
-                                  [r._mapping for r in self.conn.execute(agreements)],
-                                  [r._mapping for r in self.conn.execute(alerts)])
-        return states
+        return self._read_states_fixed(states, rules, related_to)
 
-    def _read_states_pg(self, states: dict[str, KeyAccountState], rules: list[str],
-                        related_to: list[str] | None) -> dict[str, KeyAccountState]:
-        """`_read_states` on PostgreSQL: fixed statements (no SQLAlchemy select built per call), the
+    def _read_states_fixed(self, states: dict[str, KeyAccountState], rules: list[str],
+                           related_to: list[str] | None) -> dict[str, KeyAccountState]:
+        """`_read_states` with fixed statements (no SQLAlchemy select built per call); on PostgreSQL the
         accounts, agreements and alerts of each chunk of key accounts in one round trip."""
         params: dict = {"rules": sorted(rules), "closed": sorted(CLOSED_STATUSES)}
         if related_to is not None:
@@ -367,10 +324,7 @@ class KeyAccountReads:
             stored_pair: dict[str, tuple[str, str]] = {}
             countries, products = sorted({c for c, _ in wanted}), sorted({p for _, p in wanted})
             for part in chunks(products):
-                rows = (fetch_rows(self.conn, _PROMOTIONS_SQL, {"countries": countries, "products": part})
-                        if self._postgres else
-                        sqlite_rows(self.conn, _PROMOTIONS_SQLITE, (json_list(countries), json_list(part))))
-                for row in rows:
+                for row in fetch_rows(self.conn, _PROMOTIONS_SQL, {"countries": countries, "products": part}):
                     if (row[1], row[2]) in wanted:
                         known[(row[1], row[2])][row[0]] = _promotion(*row)
                         stored_pair[row[0]] = (row[1], row[2])

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import orjson
 from psycopg.rows import dict_row
-from sqlalchemy import Table, and_, or_, select, tuple_, update
+from sqlalchemy import Table, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from services.domain import CLOSED_STATUSES, Account, Agreement, Promotion, Team
@@ -250,24 +250,18 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
     def prefetch_open_alerts(self, refs_by_rule: dict[str, Iterable[str]]) -> None:
         """Load the open alerts of rules for these references (dunning ids, stock items), in one query."""
         self.flush(t.alerts)
-        c = t.alerts.c
         pairs = [(rule, ref) for rule, refs in refs_by_rule.items() for ref in set(refs)]
         for part in chunks(pairs):
             by_rule = defaultdict(list)
             for rule, ref in part:
                 by_rule[rule].append(ref)
-            if self._postgres:
-                rules = sorted(by_rule)
-                sql = _OPEN_ALERTS_SQL.format(" OR ".join(
-                    f"(rule = %(rule{i})s AND ref_id = ANY(%(refs{i})b::VARCHAR[]))" for i in range(len(rules))))
-                params = {"closed": sorted(CLOSED_STATUSES)}
-                for i, rule in enumerate(rules):
-                    params[f"rule{i}"], params[f"refs{i}"] = rule, by_rule[rule]
-                self._read(sql, params, dict_row, self._remember_alerts)
-                continue
-            self._remember_alerts(r._mapping for r in self.conn.execute(select(t.alerts).where(
-                or_(*(and_(c.rule == rule, c.ref_id.in_(refs)) for rule, refs in by_rule.items())),
-                c.status.not_in(list(CLOSED_STATUSES)))))
+            rules = sorted(by_rule)
+            sql = _OPEN_ALERTS_SQL.format(" OR ".join(
+                f"(rule = %(rule{i})s AND ref_id = ANY(%(refs{i})b::VARCHAR[]))" for i in range(len(rules))))
+            params = {"closed": sorted(CLOSED_STATUSES)}
+            for i, rule in enumerate(rules):
+                params[f"rule{i}"], params[f"refs{i}"] = rule, by_rule[rule]
+            self._read(sql, params, dict_row, self._remember_alerts)
 
     def open_alerts_for(self, rule: str, ref_id: str) -> list[dict]:
         """Open alerts of a rule about one reference (after `prefetch_open_alerts` for it)."""
