@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import orjson
 from psycopg.rows import dict_row, namedtuple_row, tuple_row
 from psycopg.types.json import Json
-from sqlalchemy import Boolean, Table, bindparam, select, tuple_
+from sqlalchemy import Boolean, Table, bindparam
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
@@ -317,22 +317,29 @@ def select_by_ids_sql(table: Table, key: str) -> str:
 
 
 def select_by_keys(conn: Connection, table: Table, names: Sequence[str], keys: Sequence[tuple]) -> list[dict]:
-    """The rows of `table` whose key columns `names` hold one of `keys`, as dicts.
+    """The rows of `table` whose key columns `names` hold one of `keys`, as dicts, in one fixed statement.
 
-    PostgreSQL with a one-column key: `select_by_ids`. Otherwise one statement per table and key,
-    built once with an expanding parameter: building the IN list's clause anew coerced every key
-    value through SQLAlchemy, most of a small SQLite batch's prefetch time.
+    A one-column key: `select_by_ids`. A composite one travels as one array per column (PostgreSQL,
+    `unnest`) or as one JSON array of keys (SQLite): building the IN list's clause anew coerced every
+    key value through SQLAlchemy, most of a small SQLite batch's prefetch time.
     """
     if len(names) == 1:
         return select_by_ids(conn, table, names[0], [k[0] for k in keys])
-    statement = _STATEMENTS.get(("select-keys", table.name, tuple(names)))
-    if statement is None:
-        columns = [table.c[n] for n in names]
-        wanted = bindparam("keys", expanding=True)
-        statement = select(table).where(columns[0].in_(wanted) if len(names) == 1 else tuple_(*columns).in_(wanted))
-        _STATEMENTS[("select-keys", table.name, tuple(names))] = statement
-    values = [k[0] for k in keys] if len(names) == 1 else [tuple(k) for k in keys]
-    return [dict(row._mapping) for row in conn.execute(statement, {"keys": values})]
+    postgres = conn.dialect.name == "postgresql"
+    shape = ("select-keys", postgres, table.name, tuple(names))
+    sql = _STATEMENTS.get(shape)
+    if sql is None:
+        columns = ", ".join(c.name for c in table.c)
+        if postgres:
+            arrays = ", ".join(f"%(k{i})b::{_pg_array_type(table.c[name])}" for i, name in enumerate(names))
+            wanted = f"SELECT * FROM unnest({arrays})"
+        else:
+            wanted = ("SELECT " + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(names)))
+                      + " FROM json_each(:keys)")
+        sql = _STATEMENTS[shape] = f"SELECT {columns} FROM {table.name} WHERE ({', '.join(names)}) IN ({wanted})"
+    if postgres:
+        return fetch_rows(conn, sql, {f"k{i}": [k[i] for k in keys] for i in range(len(names))}, dict_row)
+    return _sqlite_read(conn, sql, {"keys": orjson.dumps([list(k) for k in keys]).decode()}, dict_row)
 
 
 def sqlite_rows(conn: Connection, sql: str, params: Sequence = ()) -> list[tuple]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from psycopg.rows import tuple_row
-from sqlalchemy import select, update
 
 from services.domain import Account, Agreement
 from services.store import tables as t
@@ -23,8 +22,12 @@ _REROOT_SQL = ("WITH RECURSIVE tree(account_id) AS ("
                "changed AS (UPDATE accounts AS a SET root_id = %(root)s FROM old WHERE a.account_id = old.account_id) "
                "SELECT account_id, root_id FROM old")
 
+_SUBTREE_ROOTS_SQL = ("WITH RECURSIVE tree(account_id) AS ("
+                      "SELECT CAST(%(account_id)s AS VARCHAR) UNION "
+                      "SELECT a.account_id FROM accounts AS a JOIN tree ON a.parent_id = tree.account_id) "
+                      "SELECT a.account_id, a.root_id FROM accounts AS a JOIN tree USING (account_id)")
+_SET_ROOT_SQL = "UPDATE accounts SET root_id = %(root)s WHERE account_id = ANY(%(ids)b::VARCHAR[])"
 _PARENTS_SQL = "SELECT DISTINCT parent_id FROM accounts WHERE parent_id = ANY(%(ids)b::VARCHAR[])"
-_CHILDREN_SQL = "SELECT account_id FROM accounts WHERE parent_id = ANY(%(ids)b::VARCHAR[])"
 
 
 class Hierarchy:
@@ -90,18 +93,6 @@ class Hierarchy:
             self.prefetch_children([account_id])
         return self._has_children[account_id]
 
-    def subtree(self, account_id: str) -> list[str]:
-        """The account and all its known descendants."""
-        self.flush(t.accounts)
-        found, frontier = [account_id], [account_id]
-        while frontier:
-            rows = []
-            for part in chunks(frontier):
-                rows += fetch_rows(self.conn, _CHILDREN_SQL, {"ids": part})
-            frontier = [account_id for (account_id,) in rows if account_id not in found]
-            found += frontier
-        return found
-
     def root_through_parents(self, account_id: str) -> str:
         """The topmost known ancestor (the account itself without a known parent)."""
         account = self.account(account_id)
@@ -134,11 +125,10 @@ class Hierarchy:
             old = dict(fetch_rows(self.conn, _REROOT_SQL, {"account_id": account_id, "root": root}))
             self.forget_accounts(list(old))
             return {member: previous for member, previous in old.items() if previous != root}
-        members = self.subtree(account_id)
-        old = {}
-        for part in chunks(members):
-            old.update({r.account_id: r.root_id for r in self.conn.execute(
-                select(t.accounts.c.account_id, t.accounts.c.root_id).where(t.accounts.c.account_id.in_(part)))})
-            self.conn.execute(update(t.accounts).where(t.accounts.c.account_id.in_(part)).values(root_id=root))
-        self.forget_accounts(members)
+        # SQLite (no UPDATE in a WITH): the subtree's roots in one statement, then one update per chunk
+        self.flush(t.accounts)
+        old = dict(fetch_rows(self.conn, _SUBTREE_ROOTS_SQL, {"account_id": account_id}))
+        for part in chunks(list(old)):
+            fetch_rows(self.conn, _SET_ROOT_SQL, {"ids": part, "root": root})
+        self.forget_accounts(list(old))
         return {member: previous for member, previous in old.items() if previous != root}

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import orjson
 from psycopg.rows import dict_row
-from sqlalchemy import Table, select, tuple_, update
+from sqlalchemy import Table, select, tuple_
 from sqlalchemy.engine import Connection
 
 from services.domain import CLOSED_STATUSES, Account, Agreement, Promotion, Team
@@ -37,6 +37,7 @@ EVENT_STATE_TABLES = (t.accounts, t.team_members, t.agreements, t.promotions, t.
 FLUSH_ORDER = (*EVENT_STATE_TABLES, t.alerts, t.alert_evidence)
 _OPEN_ALERTS_SQL = ("SELECT " + ", ".join(c.name for c in t.alerts.c)
                     + " FROM alerts WHERE ({}) AND status <> ALL(%(closed)b::VARCHAR[])")
+_BUMP_TEAMS_SQL = "UPDATE versions SET value = value + 1 WHERE name = 'teams'"
 _DIGESTS_SQL = ("SELECT source, event_id, digest FROM processed_events WHERE (source, event_id) IN "
                 "(SELECT * FROM unnest(%(sources)b::VARCHAR[], %(ids)b::VARCHAR[]))")
 
@@ -67,6 +68,7 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         self._agreements_built: dict[str, tuple[dict, Agreement]] = {}
         self._agreement_roots: dict[str, str | None] = {}
         self._changes_teams = False
+        self._teams_version_bumped = False  # once per transaction tells every process's master cache
         self._rows: dict[str, dict[tuple, dict | None]] = defaultdict(dict)
         self._pending: dict[str, dict[tuple, dict]] = defaultdict(dict)
         self._teams: dict[str, Team] = {}
@@ -201,8 +203,9 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         if self._changes_teams and ({"accounts", "team_members"} & wanted) and (
                 self._pending.get("accounts") or self._pending.get("team_members")):
             wanted.update(("accounts", "team_members"))
-            self.conn.execute(update(t.versions).where(t.versions.c.name == "teams")
-                              .values(value=t.versions.c.value + 1))
+            if not self._teams_version_bumped:
+                send(self.conn, _BUMP_TEAMS_SQL, {}, prepare=None)
+                self._teams_version_bumped = True
         for table in FLUSH_ORDER:
             if table.name not in wanted:
                 continue
