@@ -99,7 +99,7 @@ class AlertRow(SQLModel, table=True):
     rule: str
     severity: str
     status: str
-    key_account_id: str = Field(index=True, max_length=128)
+    key_account_id: str = Field(max_length=128)  # indexed with status (ix_alerts_key_account_status)
     account_id: str
     title: str
     detail: str
@@ -270,7 +270,7 @@ class NoticeRow(SQLModel, table=True):
     __tablename__ = "notices"
     notice_id: str = Field(primary_key=True, max_length=64)
     kind: str
-    key_account_id: str = Field(index=True, max_length=128)
+    key_account_id: str = Field(max_length=128)  # indexed with created_at (ix_notices_key_account_created)
     account_id: str
     about: str
     recipients: str  # JSON list
