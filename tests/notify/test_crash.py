@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.notify.harness import BASE_URL, SENDER, create_topics, delivery_states, publish
+from tests.notify.harness import BASE_URL, SENDER, create_topics, delivery_states, publish, quiet_digest_hour
 from tests.notify.servers import SmtpServer, wait_for
 from tests.notify.test_outages import team_and_alerts
 
@@ -50,7 +50,8 @@ async def test_sigkill_while_sending_and_consuming_loses_and_doubles_nothing(pos
                    ONEVOICE_NOTIFY_GROUP_ID=f"{topic_prefix}-notify", ONEVOICE_NOTIFY_ALERTS_TOPIC=f"{topic_prefix}.alerts",
                    ONEVOICE_NOTIFY_NOTICES_TOPIC=f"{topic_prefix}.notices", ONEVOICE_SMTP_URL=smtp.url,
                    ONEVOICE_SMTP_FROM=SENDER, ONEVOICE_WEB_BASE_URL=BASE_URL, ONEVOICE_NOTIFY_LEASE_S="4",
-                   ONEVOICE_SESSION_TIMEOUT_MS="6000", ONEVOICE_NOTIFY_WORKERS="1", ONEVOICE_NOTIFY_RETRY_BASE_S="0.2")
+                   ONEVOICE_SESSION_TIMEOUT_MS="6000", ONEVOICE_NOTIFY_WORKERS="1", ONEVOICE_NOTIFY_RETRY_BASE_S="0.2",
+                   ONEVOICE_NOTIFY_DIGEST_HOUR=str(quiet_digest_hour()))
         notify = NotifyProcess(env, tmp_path / "notify.log")
         box = smtp.mailbox
         box.delay_s = 0.01
