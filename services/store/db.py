@@ -96,14 +96,14 @@ class _QueuedWriterConnection(sqlite3.Connection):
 
     _turn: _WriterTurn | None = None
 
-    def begin_writing(self, database: str) -> None:
+    def take_turn(self, database: str) -> None:
+        """Before BEGIN IMMEDIATE (run by SQLAlchemy, so a locked store is its OperationalError, which
+        the callers know as an outage); a failed BEGIN must `give_turn_back`."""
         turn = _writer_turn(database)
         self._turn = turn if turn is not None and turn.take() else None
-        try:
-            self.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._end_turn()
-            raise
+
+    def give_turn_back(self) -> None:
+        self._end_turn()
 
     def commit(self) -> None:
         try:
@@ -159,7 +159,13 @@ def _serialise_sqlite_writers(engine: Engine, checkpoints_apart: bool) -> None:
         if conn.get_execution_options().get("onevoice_read_only"):
             conn.exec_driver_sql("BEGIN")
         else:
-            conn.connection.dbapi_connection.begin_writing(database)
+            driver = conn.connection.dbapi_connection
+            driver.take_turn(database)
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                driver.give_turn_back()
+                raise
 
 
 def checkpoint_sqlite(engine: Engine) -> None:

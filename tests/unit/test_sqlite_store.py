@@ -121,3 +121,26 @@ def test_a_form_sqlite_cannot_run_is_refused():
         sqlite_form("SELECT * FROM unnest(%(a)b::VARCHAR[], %(b)b::VARCHAR[])")
     with pytest.raises(ValueError):
         sqlite_form("SELECT now()::date")
+
+
+def test_a_store_locked_by_another_process_is_an_outage_and_the_turn_comes_back(tmp_path):
+    import sqlite3
+
+    from services.store.errors import transient_database_error
+
+    path = tmp_path / "store.db"
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (x)"))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    with engine.connect() as conn:
+        conn.connection.dbapi_connection.execute("PRAGMA busy_timeout=200")
+        with pytest.raises(Exception) as refused:
+            with conn.begin():
+                pass
+    assert transient_database_error(refused.value)  # waited out and retried like any outage, not a bad batch
+    other.rollback()
+    with engine.begin() as conn:  # the turn was given back
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    engine.dispose()
