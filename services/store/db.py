@@ -102,28 +102,25 @@ class _QueuedWriterConnection(sqlite3.Connection):
         turn = _writer_turn(database)
         self._turn = turn if turn is not None and turn.take() else None
 
-    def give_turn_back(self) -> None:
-        self._end_turn()
-
     def commit(self) -> None:
         try:
             super().commit()
         finally:
-            self._end_turn()
+            self.give_turn_back()
 
     def rollback(self) -> None:
         try:
             super().rollback()
         finally:
-            self._end_turn()
+            self.give_turn_back()
 
     def close(self) -> None:
         try:
             super().close()
         finally:
-            self._end_turn()
+            self.give_turn_back()
 
-    def _end_turn(self) -> None:
+    def give_turn_back(self) -> None:
         turn, self._turn = self._turn, None
         if turn is not None:
             turn.give_back()

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import orjson
 from psycopg.rows import dict_row
-from sqlalchemy import Table, select, tuple_
+from sqlalchemy import Table, select
 from sqlalchemy.engine import Connection
 
 from services.domain import CLOSED_STATUSES, Account, Agreement, Promotion, Team
@@ -38,8 +38,6 @@ FLUSH_ORDER = (*EVENT_STATE_TABLES, t.alerts, t.alert_evidence)
 _OPEN_ALERTS_SQL = ("SELECT " + ", ".join(c.name for c in t.alerts.c)
                     + " FROM alerts WHERE ({}) AND status <> ALL(%(closed)b::VARCHAR[])")
 _BUMP_TEAMS_SQL = "UPDATE versions SET value = value + 1 WHERE name = 'teams'"
-_DIGESTS_SQL = ("SELECT source, event_id, digest FROM processed_events WHERE (source, event_id) IN "
-                "(SELECT * FROM unnest(%(sources)b::VARCHAR[], %(ids)b::VARCHAR[]))")
 
 
 class StateRepository(Hierarchy, KeyAccountReads, Coherence):
@@ -286,14 +284,10 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
 
     def stored_digests(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
         """The content digest stored for each of these `(source, id)` pairs seen before (CONTRACT §2)."""
-        keys = sorted(set(keys))
-        c = t.processed_events.c
         found: dict[tuple[str, str], str | None] = {}
-        for part in chunks(keys):
-            rows = (fetch_rows(self.conn, _DIGESTS_SQL, {"sources": [s for s, _ in part], "ids": [i for _, i in part]})
-                    if self._postgres else self.conn.execute(
-                        select(c.source, c.event_id, c.digest).where(tuple_(c.source, c.event_id).in_(part))))
-            found.update(((source, event_id), digest) for source, event_id, digest in rows)
+        for part in chunks(sorted(set(keys))):
+            found.update(((row["source"], row["event_id"]), row["digest"])
+                         for row in select_by_keys(self.conn, t.processed_events, ("source", "event_id"), part))
         return found
 
     def key_accounts_with_open_alerts(self, rules: Iterable[str]) -> list[str]:
