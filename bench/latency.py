@@ -43,6 +43,7 @@ WINDOW_S = 10.0  # latency is also shown per window of sending time: is it stead
 applied_at: dict[str, datetime] = {}  # when the service's transaction began (instruction created_at)
 published_at: dict[str, float] = {}  # Kafka timestamp of the instruction (relay send time)
 sent_wall: dict[str, float] = {}
+arrived_wall: dict[str, float] = {}
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -74,6 +75,7 @@ async def tail_instructions(bootstrap: str, sent: dict[str, float], arrived: dic
                         applied_at[ref] = datetime.fromisoformat(instruction["created_at"].replace("Z", "+00:00"))
                         published_at[ref] = m.timestamp / 1000
                         arrived[ref] = now
+                        arrived_wall[ref] = time.time()
     finally:
         await consumer.stop()
 
@@ -177,7 +179,8 @@ async def main(args) -> None:
     missing = len(measured) - len(latencies)
     print()
     print(f"{n:,} events at {args.rate:g}/s target ({n / publish_s:,.0f}/s achieved) for {publish_s:.1f} s "
-          f"on PostgreSQL, the first {args.warmup:g} s a warm-up; {len(measured)} measured dunnings -> "
+          f"on {'SQLite' if url.startswith('sqlite') else 'PostgreSQL'}, the first {args.warmup:g} s a warm-up; "
+          f"{len(measured)} measured dunnings -> "
           f"{len(latencies)} instructions matched ({missing} missing after {args.settle:g} s)")
     if latencies:
         print(f"{'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} {'mean':>8}  (ms, produce -> instruction received)")
@@ -190,6 +193,10 @@ async def main(args) -> None:
         }
         for name, values in legs.items():
             print(f"  {name:22s} p50 {percentile(values, 50):7.1f}  p99 {percentile(values, 99):7.1f} ms")
+        if args.dump:
+            with open(args.dump, "w") as out:
+                json.dump({d: {"sent": sent_wall[d], "applied": applied_at[d].timestamp(), "published": published_at[d],
+                               "arrived": arrived_wall[d]} for d in refs}, out)
         windows: dict[int, list[float]] = {}
         for d in (d for d in sent if d in arrived):  # warm-up included: is it steady?
             windows.setdefault(int((sent[d] - start) // WINDOW_S), []).append((arrived[d] - sent[d]) * 1000)
@@ -209,6 +216,8 @@ if __name__ == "__main__":
     parser.add_argument("--settle", type=float, default=60, help="max seconds to wait for the last instructions")
     parser.add_argument("--bootstrap")
     parser.add_argument("--database-url")
+    parser.add_argument("--dump", help="write each measured dunning's wall-clock times (sent, transaction began, "
+                                       "published, arrived) to this JSON file")
     parser.add_argument("--in-process", action="store_true",
                         help="run the service in this process (shares the event loop and GIL with the load generator "
                              "and the measuring consumer, which inflates latency); default: an `onevoice run` process")
