@@ -8,9 +8,13 @@ tests/support/postgres.py, so both run on a durable cluster), then alternates th
                      2000: 10,000 warm-up events, then three timed chunks of 10,000 (later
                      chunks meet larger key accounts); events/s and Python CPU µs per event;
   --mode e2e         each tree's own `bench/e2e_throughput.py --skip-sqlite` (broker, publish,
-                     raw-consume baseline, the service); events/s and the ratio to raw consume.
+                     raw-consume baseline, the service); events/s and the ratio to raw consume;
+  --mode latency     each tree's own `bench/latency.py --rate RATE` on PostgreSQL (or, with
+                     `--sqlite`, on a fresh SQLite file); p99 ms publish -> instruction received
+                     (the medians compared are of p99; lower is better).
 
-    uv run --frozen python bench/paired.py --ref 2f348d6 [--runs 5] [--mode in-process|e2e]
+    uv run --frozen python bench/paired.py --ref 2f348d6 [--runs 5] [--mode in-process|e2e|latency]
+                                           [--rate 1000] [--sqlite]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+LATENCY_LINE = re.compile(r"^\s*([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$")  # p50 p95 p99 max mean
 E2E_LINE = re.compile(r"^onevoice PostgreSQL\s+([\d.]+)\s+([\d,]+)\s+([\d.]+)\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)\s+(\d+)")
 
 
@@ -67,8 +72,23 @@ def in_process(tree: str, events: int = 40_000) -> str:
     return " ".join(f"{rate:.0f}/{us:.0f}" for rate, us in chunks)
 
 
-def run_once(tree: Path, mode: str) -> tuple[float, str]:
-    """(events/s, the run's line) for one run of `tree`."""
+def latency_once(tree: Path, rate: float, sqlite: bool) -> tuple[float, str]:
+    """(p99 ms, the run's line) for one run of `tree`'s bench/latency.py."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ["--database-url", f"sqlite:///{tmp}/store.db"] if sqlite else []
+        out = subprocess.run([sys.executable, "bench/latency.py", "--rate", str(rate), *store], capture_output=True,
+                             text=True, cwd=tree, timeout=1800)
+    for line in out.stdout.splitlines():
+        if match := LATENCY_LINE.match(line):
+            p50, p95, p99, worst, _ = match.groups()
+            return float(p99), f"p50 {p50} p95 {p95} p99 {p99} max {worst} ms"
+    return float("inf"), f"failed: {out.stdout[-300:]} {out.stderr[-500:]}"
+
+
+def run_once(tree: Path, mode: str, args=None) -> tuple[float, str]:
+    """(events/s, or p99 ms in latency mode, and the run's line) for one run of `tree`."""
+    if mode == "latency":
+        return latency_once(tree, args.rate, args.sqlite)
     if mode == "in-process":
         out = subprocess.run([sys.executable, __file__, "--child", str(tree)], capture_output=True, text=True,
                              cwd=tree, timeout=1800)
@@ -93,10 +113,14 @@ def main(args) -> None:
         results: dict[str, list[float]] = {"reference": [], "this tree": []}
         for run in range(1, args.runs + 1):
             for name, tree in (("reference", reference), ("this tree", ROOT)):
-                rate, line = run_once(tree, args.mode)
+                rate, line = run_once(tree, args.mode, args)
                 results[name].append(rate)
                 print(f"run {run} {name:<10} {line}", flush=True)
         ref, this = (statistics.median(results[k]) for k in ("reference", "this tree"))
+        if args.mode == "latency":
+            print(f"median p99 ms (latency at {args.rate:g}/s on {'SQLite' if args.sqlite else 'PostgreSQL'}, "
+                  f"{args.runs} paired runs): reference {args.ref} {ref:.1f}, this tree {this:.1f}, ratio {this / ref:.2f}")
+            return
         print(f"median events/s ({args.mode}, {args.runs} paired runs): reference {args.ref} {ref:,.0f}, "
               f"this tree {this:,.0f}, ratio {this / ref:.2f}" if ref else "the reference did not run")
     finally:
@@ -111,5 +135,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ref", required=True, help="the commit to compare with (e.g. 2f348d6)")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--mode", choices=("in-process", "e2e"), default="in-process")
+    parser.add_argument("--mode", choices=("in-process", "e2e", "latency"), default="in-process")
+    parser.add_argument("--rate", type=float, default=1000, help="latency mode: events/s")
+    parser.add_argument("--sqlite", action="store_true", help="latency mode: on a fresh SQLite file")
     main(parser.parse_args())

@@ -36,7 +36,7 @@ from services.rules.agreements import CONFLICT_RULES
 from services.rules.exceptions import DUNNING_RULE, STOCK_RULE
 from services.rules.notices import HANDOVER_RULE
 from services.store import tables as t
-from services.store.bulk import bulk_insert_later, pipelined
+from services.store.bulk import bulk_insert_later
 from services.store.db import insert_stmt
 from services.store.errors import retryable, transient_database_error
 from services.store.state import UNVERSIONED_KEY_PREFIX, KeyAccountCache, MasterDataCache, StateRepository
@@ -241,11 +241,20 @@ class Processor(StoreWriter):
         first: dict[tuple, str | None] = {}
         for key, digest in zip(keys, digests):
             first.setdefault(key, digest)
-        with pipelined(batch.repo.conn):  # the transaction's first statements: one round trip
-            batch.repo.note_commits()
-            claiming = bulk_insert_later(batch.repo.conn, t.processed_events,
+        repo = batch.repo
+        # PostgreSQL: the reads the lock keys depend on travel with the claim, for every event of the
+        # batch (a repeated one's rows are read for nothing, which costs less than a round trip of their own)
+        events = [item for _, item in decoded if isinstance(item, Event)] if repo.conn.dialect.name == "postgresql" else []
+        if events:
+            repo.optimistic_master = True  # checked under the locks (`_lock_touched`)
+        with repo.reads_together():  # the transaction's first statements: one round trip
+            repo.send_together()
+            repo.note_commits()
+            claiming = bulk_insert_later(repo.conn, t.processed_events,
                                          [{"source": s, "event_id": i, "digest": d} for (s, i), d in first.items()],
                                          conflict=("source", "event_id"), returning=("source", "event_id"))
+            if events:
+                _read_ahead(repo, _Needs.of(events))
         claimed_now = set(claiming.rows())
         claimed = set(claimed_now)
         fresh, repeated = [], []
@@ -286,12 +295,8 @@ class Processor(StoreWriter):
         repo = batch.repo
         keys = needs.item_keys | needs.product_keys
         account_ids = set(needs.account_ids)
-        with repo.reads_together():  # what does not depend on another read: one round trip (PostgreSQL)
-            repo.prefetch(t.agreements, [(i,) for i in needs.agreement_ids])
-            repo.prefetch(t.accounts, [(i,) for i in account_ids])
-            repo.prefetch(t.alerts, [(i,) for i in needs.alert_ids])
-            repo.prefetch_undercut(needs.promotions)
-            repo.prefetch(t.promotions, [(i,) for i in needs.promotion_ids])
+        with repo.reads_together():  # on PostgreSQL mostly read with the claim already (`_claim`)
+            _read_ahead(repo, needs)
         account_ids.update(row["account_id"] for i in needs.agreement_ids
                            if (row := repo.get(t.agreements, i)) and row["account_id"])
         known = repo.accounts(account_ids)
@@ -348,6 +353,15 @@ class Processor(StoreWriter):
 
     def _write(self, batch: Batch) -> None:
         batch.commit(self.instance)
+
+
+def _read_ahead(repo: StateRepository, needs: _Needs) -> None:
+    """Prefetch what the lock keys depend on and no other read does (in `reads_together`: one round trip)."""
+    repo.prefetch(t.agreements, [(i,) for i in needs.agreement_ids])
+    repo.prefetch(t.accounts, [(i,) for i in needs.account_ids])
+    repo.prefetch(t.alerts, [(i,) for i in needs.alert_ids])
+    repo.prefetch_undercut(needs.promotions)
+    repo.prefetch(t.promotions, [(i,) for i in needs.promotion_ids])
 
 
 def _waves(repo: StateRepository, events: list[tuple[InputRecord, Event]]) -> list[list[tuple[InputRecord, Event]]]:

@@ -75,6 +75,7 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         self._undercut: dict[str, dict[str, set[str]]] = {}  # product -> country -> roots (prefetch_undercut)
         self._promotions_by_pair: dict[tuple[str, str], dict[str, Promotion]] = {}
         self._later: list | None = None  # inside `reads_together`: what takes in each read's rows after it
+        self._pipeline: contextlib.ExitStack | None = None  # ... where its pipeline goes, until a statement enters it
         self._commits_at_start = Later(rows=[])  # the store's `commits` version before this transaction read
         self._nobody_committed = False  # ... and it is the same under the locks `validate_keys` checked last
 
@@ -115,6 +116,9 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         """PostgreSQL: the prefetches of the block travel in one round trip, and what they return is
         taken in after it. Only for reads nothing in the block needs the result of; composite keys and
         SQLAlchemy statements must stay out (in a pipeline SQLAlchemy would find no result rows).
+
+        The pipeline is entered at the block's first statement (`send_together`): a block that finds
+        every row known already costs no round trip (an empty pipeline's end still waits for one).
         """
         if not self._postgres or self._later is not None:
             yield
@@ -122,12 +126,20 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         self._shared()  # it may read the master-data version: before the pipeline, not in it
         self._later = []
         try:
-            with pipelined(self.conn):
+            with contextlib.ExitStack() as pipeline:
+                self._pipeline = pipeline
                 yield
             for absorb in self._later:
                 absorb()
         finally:
-            self._later = None
+            self._later = self._pipeline = None
+
+    def send_together(self) -> None:
+        """Inside `reads_together`: the statements from here on travel in its round trip. Reads call it;
+        a caller sending statements of its own in the block (the batch's claim) calls it first."""
+        if self._pipeline is not None:
+            self._pipeline.enter_context(pipelined(self.conn))
+            self._pipeline = None  # entered: the rest of the block joins it
 
     def _read(self, sql: str, params: dict, row_factory, absorb) -> None:
         """PostgreSQL: run a read and hand its rows to `absorb`, now, or after the round trip of the
@@ -135,6 +147,7 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         if self._later is None:
             absorb(fetch_rows(self.conn, sql, params, row_factory))
             return
+        self.send_together()
         later = send(self.conn, sql, params, row_factory)
         self._later.append(lambda: absorb(later.rows()))
 
