@@ -7,8 +7,9 @@ timers and the ops reporter must each retry rather than stop, and a batch whose 
 off must be applied again as a whole, not taken for a bad event (dead letter).
 
 While the service works through a backlog (batches of at most 200 events, so there are many
-transactions to land in), three times: once the applied inputs pass a mark, wait until one of its
-connections is inside a transaction (`pg_stat_activity.xact_start`), and terminate every connection
+transactions to land in; published in four parts), three times: publish a part, wait until a batch
+was committed since the last drop, then until one of its connections is inside a transaction
+(`pg_stat_activity.xact_start`), and terminate every connection
 of the service at once (what a PostgreSQL restart does to them; the server answers the cut-off
 statement with SQLSTATE 57P01). The outcome is compared with a single processor fed the same
 events without drops: open conflicts, instructions, notices and dead letters (by content), applied
@@ -85,16 +86,22 @@ async def test_the_service_carries_on_when_the_database_drops_its_connections_mi
         await publish(kafka_bootstrap, master)
         await wait_until_caught_up(kafka_bootstrap, group, 120, lambda: unsent(engine) == 0)
         base = await asyncio.to_thread(applied, engine)
-        await publish(kafka_bootstrap, rest)
-        for n in range(DROPS):
-            mark = base + len(rest) * (n + 1) // (DROPS + 2)
+        # The rest goes out in DROPS + 1 parts, one before each drop and the last after it: a service that
+        # works faster than this test polls cannot finish the backlog before the drops land.
+        parts = [rest[i * len(rest) // (DROPS + 1):(i + 1) * len(rest) // (DROPS + 1)] for i in range(DROPS + 1)]
+        applied_so_far = base
+        for part in parts[:DROPS]:
+            await publish(kafka_bootstrap, part)
+            # a batch committed since the last drop: the batch loop and the relay are connected again
             deadline = time.monotonic() + 120
-            while await asyncio.to_thread(applied, engine) < mark:
+            while await asyncio.to_thread(applied, engine) <= applied_so_far:
                 assert time.monotonic() < deadline and service.alive(), service.tail()
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.005)
             busy, dropped = await asyncio.to_thread(drop_in_a_transaction, engine, time.monotonic() + 60)
             engine.dispose()  # ours were dropped too
-            drops.append((busy, dropped, await asyncio.to_thread(applied, engine)))
+            applied_so_far = await asyncio.to_thread(applied, engine)
+            drops.append((busy, dropped, applied_so_far))
+        await publish(kafka_bootstrap, parts[DROPS])
         await wait_until_caught_up(kafka_bootstrap, group, 180, lambda: unsent(engine) == 0)
         assert service.alive(), service.tail()
         assert service.terminate() == 0, service.tail()
