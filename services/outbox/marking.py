@@ -1,4 +1,12 @@
-"""Marking published rows sent (with how far each partition was published), and pruning old rows."""
+"""Marking published rows sent (with how far each partition was published), and pruning set-aside rows.
+
+A published row is marked sent by deleting it: Kafka holds it now, and nothing reads a sent row
+back. On durable PostgreSQL the earlier `UPDATE … SET sent_at`, followed ten minutes later by a
+`DELETE`, cost the server about 30 µs per output (the update writes a new row version and a new
+index entry: `sent_at` is in the partial index's predicate), the `DELETE` alone about 9
+(bench/RESULTS.md, 2026-12-02). Rows the broker refused keep `sent_at` and `undeliverable`
+(`oversized.py`) until `_prune` forgets them.
+"""
 
 from __future__ import annotations
 
@@ -66,15 +74,15 @@ class Marking:
                 log.warning("%d published outputs are not marked sent; the next relay will find them in Kafka",
                             len(self._unmarked))
 
-    def _mark_sent(self, ids: list[int], positions: dict[TopicPartition, int], only_unsent: bool = False) -> None:
-        """Mark rows sent and record how far each partition was published, in one transaction."""
-        now = iso(self.clock())
+    def _mark_sent(self, ids: list[int], positions: dict[TopicPartition, int]) -> None:
+        """Mark rows sent (delete them, see the module's docstring) and record how far each partition was
+        published, in one transaction. A row set aside as undeliverable stays (it has `sent_at`)."""
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":  # fixed statements: no SQLAlchemy construct per marking
                 with conn.connection.dbapi_connection.cursor() as cursor:
                     if ids:
-                        cursor.execute("UPDATE outbox SET sent_at = %(now)s WHERE id = ANY(%(ids)b::bigint[])"
-                                       + (" AND sent_at IS NULL" if only_unsent else ""), {"now": now, "ids": ids})
+                        cursor.execute("DELETE FROM outbox WHERE id = ANY(%(ids)b::bigint[]) AND sent_at IS NULL",
+                                       {"ids": ids})
                     if positions:
                         cursor.execute(
                             'INSERT INTO relay_positions (topic, "partition", next_offset) '
@@ -87,15 +95,15 @@ class Marking:
             # SQLite: one fixed statement, the ids as one JSON list; the write lock it takes is the batch writer's,
             # so the shorter it holds it the better (built with SQLAlchemy, 500 ids at a time, it took longer)
             if ids:
-                sqlite_rows(conn, "UPDATE outbox SET sent_at = ? WHERE id IN (SELECT value FROM json_each(?))"
-                                  + (" AND sent_at IS NULL" if only_unsent else ""), (now, json_list(ids)))
+                sqlite_rows(conn, "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?)) AND sent_at IS NULL",
+                            (json_list(ids),))
             if positions:
                 bulk_insert(conn, t.relay_positions, [{"topic": tp.topic, "partition": tp.partition,
                                                        "next_offset": offset} for tp, offset in positions.items()],
                             conflict=("topic", "partition"), update=True)
 
     def _prune(self) -> None:
-        """Forget rows published more than ten minutes ago (Kafka has them now), and set-aside ones after 30 days."""
+        """Forget set-aside rows after 30 days (and sent rows an earlier version kept, ten minutes after sending)."""
         cutoff = iso(self.clock() - timedelta(minutes=10))
         kept_until = iso(self.clock() - UNDELIVERABLE_KEPT)
         with self.engine.begin() as conn:

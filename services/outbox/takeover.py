@@ -73,7 +73,7 @@ class Takeover:
         finally:
             await consumer.stop()
         # Partitions never written by this store start at their current end: nothing of ours lies before it.
-        await asyncio.to_thread(self._mark_sent, found, {tp: end for tp, end in ends.items()}, only_unsent=True)
+        await asyncio.to_thread(self._mark_sent, found, {tp: end for tp, end in ends.items()})
         self.recovered += len(found)
         if found:
             log.info("took over the outbox: %d outputs were already published, marked them sent", len(found))

@@ -137,7 +137,8 @@ def applied(engine) -> int:
 
 
 def outbox_top(engine) -> int:
-    return _scalar(engine, "SELECT coalesce(max(id), 0) FROM outbox") or 0
+    """The highest outbox id handed out (published rows are deleted, so not max(id))."""
+    return _scalar(engine, "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM outbox_id_seq") or 0
 
 
 STATE_QUERIES = {

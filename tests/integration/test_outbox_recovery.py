@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 from aiokafka import TopicPartition
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
 from services.config import Settings
 from consumers.live_scenarios import run_scenario_live
@@ -14,22 +14,33 @@ from services.scenarios import bundled_scenarios
 from services.store import tables as t
 from services.store.db import make_engine
 from consumers.service import Service
+from services.outbox.relay import OutboxRelay
 
 pytestmark = pytest.mark.kafka
 OUTPUTS = ("kam.alerts", "kam.instructions", "kam.dlq")
 
 
-async def test_rows_published_but_not_marked_are_not_published_again(kafka_bootstrap, sqlite_url):
+async def test_rows_published_but_not_marked_are_not_published_again(kafka_bootstrap, sqlite_url, monkeypatch):
     scenario = next(s for s in bundled_scenarios() if s["name"] == "key-account-dunning")
     group = f"recovery-{uuid.uuid4().hex[:8]}"
     before = await end_offsets(kafka_bootstrap, OUTPUTS)
+    marked: list[dict] = []  # the rows as they were before marking (which deletes them)
+    mark_sent = OutboxRelay._mark_sent
+
+    def remember_then_mark(relay, ids, positions):
+        with relay.engine.connect() as conn:
+            marked.extend(dict(r._mapping) for r in conn.execute(select(t.outbox).where(t.outbox.c.id.in_(ids))))
+        mark_sent(relay, ids, positions)
+
+    monkeypatch.setattr(OutboxRelay, "_mark_sent", remember_then_mark)
     first = await run_scenario_live(scenario, bootstrap=kafka_bootstrap, database_url=sqlite_url, group_id=group)
+    monkeypatch.setattr(OutboxRelay, "_mark_sent", mark_sent)
     published = len(first.alerts) + len(first.instructions)
-    assert published > 0
+    assert published > 0 and len(marked) == published
 
     engine = make_engine(sqlite_url)
     with engine.begin() as conn:  # as if the relay died after Kafka acknowledged, before it marked the rows
-        conn.execute(update(t.outbox).values(sent_at=None))
+        conn.execute(insert(t.outbox), marked)
         for row in conn.execute(select(t.relay_positions)).all():
             offset = before.get(TopicPartition(row.topic, row.partition), 0)
             conn.execute(update(t.relay_positions).where(t.relay_positions.c.topic == row.topic,

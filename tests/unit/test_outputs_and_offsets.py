@@ -342,3 +342,29 @@ def test_a_read_only_connection_does_not_wait_for_the_sqlite_writer(sqlite_url):
         done.set()
         thread.join()
     engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_published_rows_leave_the_store_and_their_ids_are_never_handed_out_again(backend, request, monkeypatch):
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_database")
+    engine = make_engine(url)
+    create_tables(engine)
+    producer = _Producer()
+    try:
+        async with _running_relay(engine, producer, monkeypatch) as (relay, _):
+            first = _outbox_rows(engine, 5)
+            relay.notify()
+            await _until(lambda: len(producer.sent) == 5)
+
+            def outbox_ids():
+                with engine.connect() as conn:
+                    return conn.execute(select(t.outbox.c.id)).all()
+
+            await _until(lambda: outbox_ids() == [])  # marking them sent deletes them
+            # The relay still remembers the ids it published: a new row with one of them would never go out.
+            later = _outbox_rows(engine, 1, first=5)
+            assert later[0][0] > max(row[0] for row in first)
+            relay.notify()
+            await _until(lambda: len(producer.sent) == 6)
+    finally:
+        engine.dispose()

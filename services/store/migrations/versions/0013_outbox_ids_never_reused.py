@@ -1,0 +1,32 @@
+"""outbox: ids never reused on SQLite (AUTOINCREMENT), now that published rows are deleted
+
+Revision ID: 0013
+Revises: 0012
+Create Date: 2026-12-02 13:15:00
+"""
+from alembic import op
+
+
+revision = '0013'
+down_revision = '0012'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # An outbox id names its output in Kafka (the relay's header) and in the relay's memory of what it
+    # published. Without AUTOINCREMENT SQLite gives a new row the highest id + 1, so once every row is
+    # deleted (published, or pruned) ids start again at 1 and a new output could be taken for an old one
+    # and never published. PostgreSQL's sequence never goes back.
+    if op.get_bind().dialect.name == "sqlite":
+        with op.batch_alter_table('outbox', recreate='always', table_kwargs={'sqlite_autoincrement': True}) as batch:
+            pass
+        # Continue after the highest id ever handed out (kept in sqlite_sequence from here on).
+        op.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'outbox', coalesce(max(id), 0) FROM outbox "
+                   "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox')")
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        with op.batch_alter_table('outbox', recreate='always', table_kwargs={'sqlite_autoincrement': False}) as batch:
+            pass
