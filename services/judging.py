@@ -9,7 +9,6 @@ pure (services/rules/agreements.py); this module reads their input from the repo
 from __future__ import annotations
 
 import functools
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 from services.batch import Batch
@@ -39,17 +38,17 @@ def judge_key_accounts(batch: Batch, fallback: str, lock: Callable[[Batch, set[s
     # Read again as written, they are live now (writes follow them) until their accounts change again (`touch`)
     batch.reread.difference_update(roots)
     teams = repo.teams(roots)
-    agreements_by_root = {}
+    agreements_by_root, products_by_root = {}, {}
     pairs = set()
     for root in roots:
         state = states[root]
         agreements = state.related(*related[root]) if root in partial else list(state.agreements.values())
         agreements_by_root[root] = agreements
-        products = {a.product_id for a in agreements if a.kind == "price" and a.scope == "global"}
+        # Only a promotion of a product with a global price can undercut it (`promotions_undercutting_global`)
+        products = products_by_root[root] = sorted({a.product_id for a in agreements
+                                                    if a.kind == "price" and a.scope == "global"})
         pairs.update((a.country, p) for a in state.accounts.values() for p in products)
-    promotions_by_country = defaultdict(list)
-    for (country, _), found in (repo.promotions_for(pairs) if pairs else {}).items():
-        promotions_by_country[country].extend(found)
+    promotions_by_pair = repo.promotions_for(pairs) if pairs else {}
     today = batch.now.date()
     for root in roots:
         members = states[root].accounts
@@ -57,7 +56,9 @@ def judge_key_accounts(batch: Batch, fallback: str, lock: Callable[[Batch, set[s
         key_account = members.get(root)
         if key_account is not None and key_account.tier != "none":
             countries = sorted({a.country for a in members.values()})
-            promotions = tuple(p for country in countries for p in promotions_by_country.get(country, ()))
+            # The key account's own pairs, in a fixed order (not the promotions of other key accounts' products)
+            promotions = tuple(p for country in countries for product in products_by_root[root]
+                               for p in promotions_by_pair.get((country, product), ()))
             view = KeyAccountView(key_account, members, teams[root], tuple(agreements_by_root[root]), promotions)
             findings = evaluate_key_account(view, today, fallback)
         if root in partial:

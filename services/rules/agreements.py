@@ -139,12 +139,16 @@ def promotions_undercutting_global(view: KeyAccountView, active: list[Agreement]
                                    assignee: str) -> list[Finding]:
     """A promotion for everyone in a country is cheaper than the key account's global price there."""
     globals_by_product = _global_prices(active)
+    if not globals_by_product:
+        return []
     countries = view.countries
     out = []
     for promo in view.promotions:
-        if promo.audience != "all_customers" or promo.country not in countries or not promo.is_active(today):
+        globs = globals_by_product.get((promo.product_id, promo.currency))
+        if (not globs or promo.audience != "all_customers" or promo.country not in countries
+                or not promo.is_active(today)):
             continue
-        for glob in globals_by_product.get((promo.product_id, promo.currency), []):
+        for glob in globs:
             if promo.price >= glob.price or not overlaps(glob.valid_from, glob.valid_to, promo.valid_from, promo.valid_to):
                 continue
             gap = _gap(glob.price, promo.price)
