@@ -19,11 +19,11 @@ def upgrade() -> None:
     # deleted (published, or pruned) ids start again at 1 and a new output could be taken for an old one
     # and never published. PostgreSQL's sequence never goes back.
     if op.get_bind().dialect.name == "sqlite":
+        # Copying the rows sets sqlite_sequence to the highest id kept. Ids of rows pruned before this
+        # may come again, harmlessly: no relay running after the upgrade remembers them, and a takeover
+        # reads Kafka only after the offsets the last one recorded.
         with op.batch_alter_table('outbox', recreate='always', table_kwargs={'sqlite_autoincrement': True}) as batch:
             pass
-        # Continue after the highest id ever handed out (kept in sqlite_sequence from here on).
-        op.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'outbox', coalesce(max(id), 0) FROM outbox "
-                   "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox')")
 
 
 def downgrade() -> None:
