@@ -1,10 +1,10 @@
 """Marking published rows sent (with how far each partition was published), and pruning set-aside rows.
 
 A published row is marked sent by deleting it: Kafka holds it now, and nothing reads a sent row
-back. On durable PostgreSQL the earlier `UPDATE … SET sent_at`, followed ten minutes later by a
-`DELETE`, cost the server about 30 µs per output (the update writes a new row version and a new
-index entry: `sent_at` is in the partial index's predicate), the `DELETE` alone about 9
-(bench/RESULTS.md, 2026-12-02). Rows the broker refused keep `sent_at` and `undeliverable`
+back. On durable PostgreSQL the earlier `UPDATE … SET sent_at` cost the server 20 µs per output
+(a new row version and a new index entry: `sent_at` is in the partial index's predicate), and the
+prune deleted the row ten minutes later; the `DELETE` alone costs 8 (`bench/outbox_marking.py`,
+bench/RESULTS.md 2026-12-02). Rows the broker refused keep `sent_at` and `undeliverable`
 (`oversized.py`) until `_prune` forgets them.
 """
 
