@@ -209,11 +209,16 @@ class Processor(StoreWriter):
         per event. The batch-split property test (tests/unit/test_batch_independence.py) holds this to
         the outputs of one event at a time.
         """
-        fresh = self._claim(batch, decoded)
+        arrived = [item for _, item in decoded if isinstance(item, Event)]
+        # PostgreSQL: the reads the lock keys depend on travel with the claim, for every event of the batch
+        # (a repeated one's rows are read for nothing, which costs less than a round trip of their own)
+        needs = _Needs.of(arrived) if arrived and batch.repo.conn.dialect.name == "postgresql" else None
+        fresh = self._claim(batch, decoded, needs)
         batch.result.duplicates = len(decoded) - len(fresh)
         batch.result.processed = len(fresh)
         events = [item for _, item in fresh if isinstance(item, Event)]
-        self._lock_touched(batch, events)
+        # Nothing repeated (the usual case): the fresh events are those the claim's reads were planned for
+        self._lock_touched(batch, events, needs if len(events) == len(arrived) else None)
         for record, item in fresh:
             if isinstance(item, InvalidMessage):
                 batch.dead_letter(record, item.code, item.message)
@@ -224,11 +229,12 @@ class Processor(StoreWriter):
                 HANDLERS[event.type](batch, self.settings, record, event)
             judge_key_accounts(batch, fallback, self._lock)
 
-    def _claim(self, batch: Batch, decoded):
+    def _claim(self, batch: Batch, decoded, needs: _Needs | None):
         """Record every input as seen; return those not seen before (first occurrence in the batch wins).
 
         An event whose `(source, id)` was seen with other content (type, time or data) comes back as
-        a `duplicate_conflict` dead letter, once: its Kafka coordinates are claimed too.
+        a `duplicate_conflict` dead letter, once: its Kafka coordinates are claimed too. With `needs`
+        (PostgreSQL), what the lock keys depend on is read in the same round trip.
         """
         keys, digests = [], []
         for record, item in decoded:
@@ -242,10 +248,7 @@ class Processor(StoreWriter):
         for key, digest in zip(keys, digests):
             first.setdefault(key, digest)
         repo = batch.repo
-        # PostgreSQL: the reads the lock keys depend on travel with the claim, for every event of the
-        # batch (a repeated one's rows are read for nothing, which costs less than a round trip of their own)
-        events = [item for _, item in decoded if isinstance(item, Event)] if repo.conn.dialect.name == "postgresql" else []
-        if events:
+        if needs is not None:
             repo.optimistic_master = True  # checked under the locks (`_lock_touched`)
         with repo.reads_together():  # the transaction's first statements: one round trip
             repo.send_together()
@@ -253,8 +256,8 @@ class Processor(StoreWriter):
             claiming = bulk_insert_later(repo.conn, t.processed_events,
                                          [{"source": s, "event_id": i, "digest": d} for (s, i), d in first.items()],
                                          conflict=("source", "event_id"), returning=("source", "event_id"))
-            if events:
-                _read_ahead(repo, _Needs.of(events))
+            if needs is not None:
+                _read_ahead(repo, needs)
         claimed_now = set(claiming.rows())
         claimed = set(claimed_now)
         fresh, repeated = [], []
@@ -320,7 +323,7 @@ class Processor(StoreWriter):
         repo.teams({known[a].root_id for a in needs.exception_accounts if a in known} | set(decided.values()))
         return keys
 
-    def _lock_touched(self, batch: Batch, events: list[Event]) -> None:
+    def _lock_touched(self, batch: Batch, events: list[Event], needs: _Needs | None = None) -> None:
         """Lock, in sorted order, every key account (and stock item, and product of a new global price
         or promotion: `product_key`) the batch is going to change.
 
@@ -330,7 +333,7 @@ class Processor(StoreWriter):
         """
         if not events:
             return
-        needs = _Needs.of(events)
+        needs = needs or _Needs.of(events)  # `needs`: already gathered for exactly these events
         if batch.repo.conn.dialect.name != "postgresql":  # BEGIN IMMEDIATE: nobody else writes meanwhile
             self._lock(batch, self._prefetch(batch, needs))
             return
