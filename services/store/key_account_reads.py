@@ -14,7 +14,7 @@ from psycopg.rows import dict_row, namedtuple_row, tuple_row
 
 from services.domain import CLOSED_STATUSES, Promotion, Team, TeamMember
 from services.store import tables as t
-from services.store.bulk import fetch_rows, pipelined, send
+from services.store.bulk import fetch_rows, pipelined, select_by_keys, send
 from services.store.caches import KeyAccountCache, KeyAccountState, MasterDataCache
 from services.store.rows import _account, _agreement, _promotion, chunks
 
@@ -31,9 +31,6 @@ _TEAMS_SQL = ("SELECT accounts.root_id, " + ", ".join(f"team_members.{c.name}" f
               + " FROM team_members JOIN accounts ON accounts.account_id = team_members.account_id "
                 "WHERE accounts.root_id = ANY(%(roots)b::VARCHAR[])")
 _TEAMS_VERSION_SQL = "SELECT value FROM versions WHERE name = 'teams'"
-_PROMOTIONS_SQL = ("SELECT promotion_id, country, product_id, price, currency, valid_from, valid_to, audience, "
-                   "launched_by FROM promotions WHERE country = ANY(%(countries)b::VARCHAR[]) "
-                   "AND product_id = ANY(%(products)b::VARCHAR[])")
 
 _ALERT_COLUMNS = ", ".join(f"al.{c.name}" for c in t.alerts.c)
 _OPEN_OR_DECIDED = ("al.rule = ANY(%(rules)b::VARCHAR[]) "
@@ -322,12 +319,13 @@ class KeyAccountReads:
             for pair in wanted:
                 known[pair] = {}
             stored_pair: dict[str, tuple[str, str]] = {}
-            countries, products = sorted({c for c, _ in wanted}), sorted({p for _, p in wanted})
-            for part in chunks(products):
-                for row in fetch_rows(self.conn, _PROMOTIONS_SQL, {"countries": countries, "products": part}):
-                    if (row[1], row[2]) in wanted:
-                        known[(row[1], row[2])][row[0]] = _promotion(*row)
-                        stored_pair[row[0]] = (row[1], row[2])
+            # The pairs themselves, not every country with every product: three quarters of what that
+            # read returned belonged to pairs nobody asked for (bench workload: 6,682 rows, 1,666 wanted).
+            for part in chunks(sorted(wanted)):
+                for row in select_by_keys(self.conn, t.promotions, ("country", "product_id"), part):
+                    pair = (row["country"], row["product_id"])
+                    known[pair][row["promotion_id"]] = _promotion(*(row[name] for name in _PROMOTION_COLUMNS))
+                    stored_pair[row["promotion_id"]] = pair
             # Read without this transaction's unsent launches: lay them over
             for (promotion_id,), row in self._written.get("promotions", {}).items():
                 before = stored_pair.get(promotion_id)
