@@ -140,7 +140,11 @@ def _serialise_sqlite_writers(engine: Engine, checkpoints_apart: bool) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")  # before WAL mode; a no-op on an existing store
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # FULL: the log is on disk before COMMIT returns. The consumer commits its Kafka offsets right after,
+        # and with NORMAL a committed batch can vanish in a power loss or OS crash (SQLite keeps it across a
+        # crash of the process only): its inputs would be lost, and the outputs already published would
+        # disagree with the store. It costs one fsync per commit (0.4-0.6 ms on the project VM).
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=30000")
         # 64 MiB of pages instead of 2: a store of tens of MB no longer re-reads its index pages through
         # the kernel at every batch (16-event batches 4-7 % faster, a third less system time)

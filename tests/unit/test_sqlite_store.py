@@ -25,6 +25,18 @@ def test_a_new_store_has_small_pages_a_write_ahead_log_and_a_large_cache(tmp_pat
     engine.dispose()
 
 
+def test_a_commit_is_on_disk_before_it_returns_so_kafka_offsets_may_follow_it(tmp_path):
+    """In WAL mode `synchronous=NORMAL` syncs the log only at checkpoints: a committed batch could be gone
+    after a power loss although its offsets were committed. Every connection of the store runs FULL."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    create_tables(engine)
+    with engine.begin() as conn:
+        assert conn.connection.dbapi_connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    with engine.connect().execution_options(onevoice_read_only=True) as conn:
+        assert conn.connection.dbapi_connection.execute("PRAGMA synchronous").fetchone()[0] == 2
+    engine.dispose()
+
+
 def test_a_store_made_with_other_pages_keeps_them(tmp_path):
     import sqlite3
 
