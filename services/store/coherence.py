@@ -68,7 +68,11 @@ class Coherence:
         master = masters.get("teams", -1)
         started_at = self._commits_at_start.rows()
         self._nobody_committed = bool(started_at) and started_at[0][0] == masters.get("commits")
-        master_unchanged = self._master_version is None or self._master_version == master
+        # This transaction's own bump (it changed accounts or teams) is no change by anyone else: counted
+        # as one, it had dropped everything read so far whenever judging locked a key account afterwards,
+        # and the batch's later events were then read one row per query.
+        own_bump = 1 if self._teams_bump is not None else 0
+        master_unchanged = self._master_version is None or self._master_version + own_bump == master
         if self._master_cache is not None and not self._changes_teams:
             self._master_cache.align(master)  # read under the locks: trusted for the rest of the transaction
             self._master_version = master
@@ -107,8 +111,11 @@ class Coherence:
         self._bumping = increment_versions(self.conn, keys)
 
     def read_returned(self) -> None:
-        """Read what the writes returned (the new key versions), now that their pipeline has ended."""
+        """Read what the writes returned (the new key versions, the new `teams` version if this transaction
+        bumped it), now that their pipeline has ended."""
         self._bumped = dict(self._bumping.rows())
+        if self._teams_bump is not None and (rows := self._teams_bump.rows()):
+            self._teams_version_after = rows[0][0]
 
     def before_commit(self) -> None:
         """Settle, while the transaction is open, the key account of every agreement it wrote."""
@@ -121,6 +128,11 @@ class Coherence:
         Uses only what the transaction already knows (no query: the connection is gone); should
         anything go wrong here, the whole cache is dropped, which is always safe.
         """
+        if self._master_cache is not None and self._teams_version_after is not None:
+            # This transaction changed master data and held the `teams` row until its commit: the version it
+            # left is the store's. Starting the master cache empty at it is what the next transaction's
+            # check would do, but that check would also throw away what it had read before its locks.
+            self._master_cache.align(self._teams_version_after)
         cache = self._key_cache
         if cache is None:
             return

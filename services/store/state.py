@@ -37,7 +37,7 @@ EVENT_STATE_TABLES = (t.accounts, t.team_members, t.agreements, t.promotions, t.
 FLUSH_ORDER = (*EVENT_STATE_TABLES, t.alerts, t.alert_evidence)
 _OPEN_ALERTS_SQL = ("SELECT " + ", ".join(c.name for c in t.alerts.c)
                     + " FROM alerts WHERE ({}) AND status <> ALL(%(closed)b::VARCHAR[])")
-_BUMP_TEAMS_SQL = "UPDATE versions SET value = value + 1 WHERE name = 'teams'"
+_BUMP_TEAMS_SQL = "UPDATE versions SET value = value + 1 WHERE name = 'teams' RETURNING value"
 
 
 class StateRepository(Hierarchy, KeyAccountReads, Coherence):
@@ -66,7 +66,10 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         self._agreements_built: dict[str, tuple[dict, Agreement]] = {}
         self._agreement_roots: dict[str, str | None] = {}
         self._changes_teams = False
-        self._teams_version_bumped = False  # once per transaction tells every process's master cache
+        # Once per transaction, the bump of the `teams` version that tells every process's master cache
+        # (its new value, read after the commit, is where this process's cache starts again)
+        self._teams_bump: Later | None = None
+        self._teams_version_after: int | None = None
         self._rows: dict[str, dict[tuple, dict | None]] = defaultdict(dict)
         self._pending: dict[str, dict[tuple, dict]] = defaultdict(dict)
         self._teams: dict[str, Team] = {}
@@ -214,9 +217,8 @@ class StateRepository(Hierarchy, KeyAccountReads, Coherence):
         if self._changes_teams and ({"accounts", "team_members"} & wanted) and (
                 self._pending.get("accounts") or self._pending.get("team_members")):
             wanted.update(("accounts", "team_members"))
-            if not self._teams_version_bumped:
-                send(self.conn, _BUMP_TEAMS_SQL, {}, prepare=None)
-                self._teams_version_bumped = True
+            if self._teams_bump is None:
+                self._teams_bump = send(self.conn, _BUMP_TEAMS_SQL, {}, prepare=None)
         for table in FLUSH_ORDER:
             if table.name not in wanted:
                 continue
