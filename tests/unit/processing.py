@@ -7,6 +7,7 @@ import json
 from sqlalchemy import Engine, select
 
 from services.config import Settings
+from services.inputs import InputRecord
 from services.processor import Processor
 from services.store import tables as t
 from services.store.db import create_tables, make_engine
@@ -23,3 +24,10 @@ def outbox_messages(engine: Engine, topic: str) -> list[dict]:
     with engine.connect() as conn:
         return [json.loads(r.value) for r in conn.execute(select(t.outbox).where(t.outbox.c.topic == topic)
                                                           .order_by(t.outbox.c.id))]
+
+
+def event_record(i: int, type_: str, data: dict, *, id_prefix: str = "c") -> InputRecord:
+    """The `i`-th input record of a test: a structured CloudEvent from source `test`, one second apart."""
+    return InputRecord("x", 0, i, None, json.dumps({
+        "specversion": "1.0", "id": f"{id_prefix}{i}", "source": "test", "type": type_,
+        "time": f"2027-01-01T00:00:{i:02d}Z", "data": data}).encode())

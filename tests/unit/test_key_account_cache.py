@@ -11,16 +11,11 @@ from services.processor import Processor
 from services.store import tables as t
 from services.store.db import create_tables, make_engine
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request):
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_database")
+from .processing import event_record
 
 
 def _record(i: int, type_: str, data: dict) -> InputRecord:
-    return InputRecord("x", 0, i, None, json.dumps({
-        "specversion": "1.0", "id": f"c{i}", "source": "test", "type": type_,
-        "time": f"2027-01-01T00:00:{i:02d}Z", "data": data}).encode())
+    return event_record(i, type_, data, id_prefix="c")
 
 
 def _contract(i: int, agreement_id: str, version: int = 1) -> InputRecord:

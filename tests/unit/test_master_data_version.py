@@ -5,8 +5,6 @@ it must neither make the transaction distrust what it read before its later lock
 process's cache behind the store, so that the next batch throws away what it read with its claim.
 """
 
-import json
-
 import pytest
 from sqlalchemy import text
 
@@ -18,16 +16,11 @@ from services.store.caches import KeyAccountCache, MasterDataCache
 from services.store.db import create_tables, make_engine
 from services.store.state import StateRepository
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request):
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_database")
+from .processing import event_record
 
 
 def _record(i: int, type_: str, data: dict) -> InputRecord:
-    return InputRecord("x", 0, i, None, json.dumps({
-        "specversion": "1.0", "id": f"m{i}", "source": "test", "type": type_,
-        "time": f"2027-01-01T00:00:{i:02d}Z", "data": data}).encode())
+    return event_record(i, type_, data, id_prefix="m")
 
 
 def _key_account(i: int, account_id: str) -> InputRecord:
