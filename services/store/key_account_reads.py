@@ -324,7 +324,7 @@ class KeyAccountReads:
             for part in chunks(sorted(wanted)):
                 for row in select_by_keys(self.conn, t.promotions, ("country", "product_id"), part):
                     pair = (row["country"], row["product_id"])
-                    known[pair][row["promotion_id"]] = _promotion(*(row[name] for name in _PROMOTION_COLUMNS))
+                    known[pair][row["promotion_id"]] = _promotion_of(row)
                     stored_pair[row["promotion_id"]] = pair
             # Read without this transaction's unsent launches: lay them over
             for (promotion_id,), row in self._written.get("promotions", {}).items():
@@ -332,7 +332,7 @@ class KeyAccountReads:
                 if before is not None and before != (row["country"], row["product_id"]):
                     known[before].pop(promotion_id, None)
                 if (pair := (row["country"], row["product_id"])) in wanted:
-                    known[pair][promotion_id] = _promotion(*(row[name] for name in _PROMOTION_COLUMNS))
+                    known[pair][promotion_id] = _promotion_of(row)
         return {pair: [found[i] for i in sorted(found)] for pair in pairs if (found := known[pair])}
 
     def follow_promotion(self, previous: dict | None, row: dict) -> None:
@@ -341,11 +341,16 @@ class KeyAccountReads:
         if previous is not None and (old := known.get((previous["country"], previous["product_id"]))) is not None:
             old.pop(previous["promotion_id"], None)
         if (new := known.get((row["country"], row["product_id"]))) is not None:
-            new[row["promotion_id"]] = _promotion(*(row[name] for name in _PROMOTION_COLUMNS))
+            new[row["promotion_id"]] = _promotion_of(row)
 
 
 _PROMOTION_COLUMNS = ("promotion_id", "country", "product_id", "price", "currency", "valid_from", "valid_to",
                       "audience", "launched_by")
+
+
+def _promotion_of(row) -> Promotion:
+    """The promotion of a stored or written row (any mapping of its columns)."""
+    return _promotion(*(row[name] for name in _PROMOTION_COLUMNS))
 
 
 def related_terms_by_root(repo: StateRepository,
